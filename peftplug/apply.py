@@ -1,0 +1,252 @@
+"""Apply methods to a model and take them off again; merge, unmerge, switch adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from peftplug.config import MethodConfig
+from peftplug.errors import ConfigError, NotMergeableError, PeftplugError, TargetError
+from peftplug.layers import AdapterLayer
+from peftplug.methods import MethodSpec
+from peftplug.plugins import PluginHost, get_host
+from peftplug.state import STATE_ATTRIBUTE, AppliedMethod, PeftState, adapter_layers, peft_state
+from peftplug.targets import TargetedConfig, find_targets
+
+CONFIG_RECORD = "peftplug"
+
+
+def resolve(
+    plugins: Sequence[str] | str, config: Mapping[str, Any] | None = None
+) -> list[tuple[MethodSpec, MethodConfig]]:
+    """Look up each named method and parse its config, before anything touches the model."""
+    names = [plugins] if isinstance(plugins, str) else list(plugins)
+    if not names:
+        raise ConfigError("no plugins given: name at least one method, e.g. ['lora']")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"plugins named more than once: {', '.join(repeated)}")
+    host = get_host()
+    specs = [host.method(name) for name in names]
+    config = dict(config or {})
+    stray = sorted(set(config) - set(names))
+    if stray:
+        raise ConfigError(
+            f"peft_config has options for {', '.join(map(repr, stray))}, which is not in "
+            f"peft_plugins {names}: add it to peft_plugins or remove its options"
+        )
+    return [(spec, spec.parse_config(config.get(spec.name))) for spec in specs]
+
+
+def apply(
+    model: nn.Module,
+    plugins: Sequence[str] | str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    adapter_name: str = "default",
+) -> nn.Module:
+    """Patch ``model`` in place with the named methods, in order, and return it.
+
+    ``config`` maps each method name to its options (a dict or a config instance). A second
+    call with another ``adapter_name`` adds an inactive adapter (see ``set_active_adapter``).
+    On any error every change is rolled back and the model is as it was.
+    """
+    resolved = resolve(plugins, config)
+    state = peft_state(model)
+    if state is not None:
+        taken = {m.spec.name for m in state.methods if m.adapter_name == adapter_name}
+        clash = sorted(taken & {spec.name for spec, _ in resolved})
+        if clash:
+            raise ConfigError(
+                f"adapter {adapter_name!r} already has {', '.join(clash)}: pass another "
+                "adapter_name to add a second adapter, or peftplug.unload(model) first"
+            )
+    created = state is None
+    if state is None:
+        state = PeftState(
+            original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
+            active_adapter=adapter_name,
+        )
+        model.requires_grad_(False)
+        setattr(model, STATE_ATTRIBUTE, state)
+    host = get_host()
+    added: list[AppliedMethod] = []
+    try:
+        for spec, method_config in resolved:
+            applied = AppliedMethod(spec, method_config, adapter_name)
+            added.append(applied)
+            _apply_method(model, host, applied)
+            state.methods.append(applied)
+        _activate(model, state.active_adapter)
+    except BaseException:
+        for applied in reversed(added):
+            _remove_method(model, applied)
+            if applied in state.methods:
+                state.methods.remove(applied)
+        if created:
+            _restore(model, state)
+        raise
+    _record_in_config(model, state)
+    return model
+
+
+def _apply_method(model: nn.Module, host: PluginHost, applied: AppliedMethod) -> None:
+    config, name = applied.config, applied.adapter_name
+    undo = host.hook.peftplug_prepare_model(model=model, config=config, adapter_name=name)
+    applied.undo.extend(u for u in undo if u is not None)
+    if not isinstance(config, TargetedConfig):
+        return
+    for path in find_targets(model, config):
+        module = model.get_submodule(path)
+        wrapped = host.hook.peftplug_replace_module(
+            module=module, name=path, config=config, adapter_name=name
+        )
+        if wrapped is None:
+            supported = ", ".join(t.__name__ for t in config.supported_types)
+            raise TargetError(
+                f"{path!r} ({type(module).__name__}) matches target_modules, but "
+                f"{applied.spec.name!r} can only wrap {supported}: narrow target_modules "
+                "or add it to exclude_modules"
+            )
+        if wrapped is module:
+            applied.extended.append(path)
+        else:
+            model.set_submodule(path, wrapped)
+            applied.wrapped.append(path)
+
+
+def _remove_method(model: nn.Module, applied: AppliedMethod) -> None:
+    """Undo one applied method: delete its adapter from shared layers, unwrap its own."""
+    for path in reversed(applied.extended):
+        layer = model.get_submodule(path)
+        if isinstance(layer, AdapterLayer) and applied.adapter_name in layer.adapter_names:
+            layer.delete_adapter(applied.adapter_name)
+    for path in reversed(applied.wrapped):
+        layer = model.get_submodule(path)
+        if isinstance(layer, AdapterLayer):
+            layer.unmerge()
+            model.set_submodule(path, layer.base_layer)
+    for undo in reversed(applied.undo):
+        undo()
+
+
+def _restore(model: nn.Module, state: PeftState) -> None:
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(state.original_requires_grad.get(name, parameter.requires_grad))
+    if state.original_keys_to_ignore_on_save is not None:
+        model._keys_to_ignore_on_save = state.original_keys_to_ignore_on_save
+    delattr(model, STATE_ATTRIBUTE)
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, CONFIG_RECORD):
+        delattr(config, CONFIG_RECORD)
+
+
+def _record_in_config(model: nn.Module, state: PeftState) -> None:
+    """Write the applied methods into ``model.config`` so Trainer checkpoints describe themselves."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        setattr(config, CONFIG_RECORD, {"format_version": 1, "methods": records(state)})
+
+
+def records(state: PeftState) -> list[dict]:
+    """The JSON description of every applied method."""
+    return [applied.record() for applied in state.methods]
+
+
+def require_state(model: nn.Module) -> PeftState:
+    """The model's peftplug state, or an error saying how to get one."""
+    state = peft_state(model)
+    if state is None:
+        raise PeftplugError(
+            "this model has no peftplug methods applied: call peftplug.apply(model, [...]) "
+            "or train it with PeftArguments(peft_plugins=[...]) first"
+        )
+    return state
+
+
+def unload(model: nn.Module, *, merge: bool = False) -> nn.Module:
+    """Remove every method and return the plain model (``merge=True`` folds adapters in first)."""
+    state = require_state(model)
+    if merge:
+        merge_adapters(model)
+        for _, layer in adapter_layers(model):
+            layer.merged_adapters.clear()  # keep the merged weights when unwrapping
+    for applied in reversed(state.methods):
+        _remove_method(model, applied)
+    _restore(model, state)
+    return model
+
+
+def delete_adapter(model: nn.Module, adapter_name: str) -> None:
+    """Remove every method of one adapter; removing the last one restores the plain model."""
+    state = require_state(model)
+    methods = [m for m in state.methods if m.adapter_name == adapter_name]
+    if not methods:
+        raise PeftplugError(
+            f"no adapter named {adapter_name!r}; this model has: {', '.join(state.adapter_names)}"
+        )
+    for applied in reversed(methods):
+        _remove_method(model, applied)
+        state.methods.remove(applied)
+    if not state.methods:
+        _restore(model, state)
+        return
+    if state.active_adapter == adapter_name:
+        state.active_adapter = state.adapter_names[0]
+    _activate(model, state.active_adapter)
+    _record_in_config(model, state)
+
+
+def merge_adapters(model: nn.Module) -> None:
+    """Fold the active adapter into the base weights: inference with no extra cost."""
+    layers = [layer for _, layer in adapter_layers(model)]
+    refusing = sorted({type(layer).__name__ for layer in layers if not layer.mergeable})
+    if refusing:
+        reason = next(layer.not_mergeable_reason for layer in layers if not layer.mergeable)
+        raise NotMergeableError(f"cannot merge {', '.join(refusing)}: {reason}")
+    for layer in layers:
+        layer.merge()
+
+
+def unmerge_adapters(model: nn.Module) -> None:
+    """Take merged adapters back out of the base weights."""
+    for _, layer in adapter_layers(model):
+        layer.unmerge()
+
+
+def _activate(model: nn.Module, adapter_name: str) -> None:
+    for _, layer in adapter_layers(model):
+        layer.set_active_adapter(adapter_name)
+
+
+def set_active_adapter(model: nn.Module, adapter_name: str) -> None:
+    """Make ``adapter_name`` the adapter that runs and trains."""
+    state = require_state(model)
+    if adapter_name not in state.adapter_names:
+        raise PeftplugError(
+            f"no adapter named {adapter_name!r}; this model has: {', '.join(state.adapter_names)}"
+        )
+    _activate(model, adapter_name)
+    state.active_adapter = adapter_name
+
+
+@contextlib.contextmanager
+def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the base model inside the block: every adapter layer is bypassed (merged ones too)."""
+    require_state(model)
+    layers = [layer for _, layer in adapter_layers(model)]
+    merged = [layer for layer in layers if layer.merged_adapters]
+    for layer in merged:
+        layer.unmerge()
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.disabled = False
+        for layer in merged:
+            layer.merge()

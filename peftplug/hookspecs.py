@@ -1,0 +1,101 @@
+"""Every hook a peftplug plugin can implement.
+
+Hooks are called with keyword arguments. Each method-level hook receives the method's typed
+config; an implementation acts only on configs of its own class and returns ``None`` otherwise,
+so ``firstresult`` hooks resolve to the plugin that owns the config. Hooks only ever gain
+arguments; none is renamed or removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import TrainerCallback, TrainingArguments
+
+    from peftplug.config import MethodConfig
+    from peftplug.methods import MethodSpec
+    from peftplug.optim import ParamGroup
+
+hookspec = pluggy.HookspecMarker("peftplug")
+hookimpl = pluggy.HookimplMarker("peftplug")
+
+
+@hookspec
+def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
+    """Register the methods this plugin provides by calling ``register(MethodSpec(...))``.
+
+    A method has a name users pass in ``peft_plugins`` and a config class. One plugin may
+    register several methods.
+    """
+
+
+@hookspec
+def peftplug_prepare_model(
+    model: nn.Module, config: MethodConfig, adapter_name: str
+) -> Callable[[], None] | None:
+    """Change the model before target modules are replaced: unfreeze, quantize, attach hooks.
+
+    peftplug freezes every base parameter before the first method is applied, so a method
+    unfreezes what it trains. Return a callable that undoes any change that ``unload`` must
+    reverse (peftplug restores ``requires_grad`` flags itself), or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_replace_module(
+    module: nn.Module, name: str, config: MethodConfig, adapter_name: str
+) -> nn.Module | None:
+    """Wrap one module matched by the config's ``target_modules``; ``None`` means "cannot".
+
+    Called only for configs derived from ``TargetedConfig``. ``module`` may already be an
+    ``AdapterLayer`` of this method (a second named adapter): add to it and return it.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_state_dict(
+    model: nn.Module, config: MethodConfig, adapter_name: str
+) -> dict[str, torch.Tensor] | None:
+    """The method's own tensors for this adapter, keyed by their ``model.state_dict()`` names.
+
+    The tensors must be the live ones: loading copies saved values into them. peftplug
+    does the file IO and raises on missing or unexpected keys.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_param_groups(
+    model: nn.Module, config: MethodConfig, adapter_name: str, args: TrainingArguments
+) -> list[ParamGroup] | None:
+    """Optimizer groups for this method's trainable parameters (e.g. LoRA+ ratios).
+
+    Trainable parameters no method claims fall into the default groups (weight decay
+    except on biases and norms), as the stock Trainer does.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_get_base_weight(module: nn.Module) -> torch.Tensor | None:
+    """The dense ``(out_features, in_features)`` float weight of a base layer, or ``None``.
+
+    Lets methods merge over layers they do not know (transposed Conv1D, 4-bit NF4 ...).
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_set_base_weight(module: nn.Module, weight: torch.Tensor) -> Any:
+    """Store a dense ``(out_features, in_features)`` weight into a base layer.
+
+    Return a truthy value when handled (a quantizing layer may return its rounding error).
+    """
+
+
+@hookspec
+def peftplug_trainer_callbacks(config: MethodConfig) -> list[TrainerCallback] | None:
+    """Extra Trainer callbacks this method needs during training (schedules, re-allocation)."""

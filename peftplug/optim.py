@@ -1,0 +1,61 @@
+"""Optimizer parameter groups gathered from the plugins."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+from transformers import TrainingArguments
+from transformers.trainer_pt_utils import get_parameter_names
+
+from peftplug.errors import PeftplugError
+from peftplug.plugins import get_host
+from peftplug.state import peft_state
+
+NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+
+
+@dataclasses.dataclass
+class ParamGroup:
+    """One optimizer group; ``None`` options take the Trainer's ``args`` values."""
+
+    params: list[nn.Parameter]
+    name: str = ""
+    lr: float | None = None
+    weight_decay: float | None = None
+
+    def to_torch(self, args: TrainingArguments) -> dict[str, Any]:
+        """The ``torch.optim`` group dict."""
+        return {
+            "params": self.params,
+            "lr": args.learning_rate if self.lr is None else self.lr,
+            "weight_decay": args.weight_decay if self.weight_decay is None else self.weight_decay,
+        }
+
+
+def build_param_groups(model: nn.Module, args: TrainingArguments) -> list[dict[str, Any]]:
+    """Groups asked of each applied method, then default groups for unclaimed trainables."""
+    trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    claimed: dict[int, str] = {}
+    groups: list[ParamGroup] = []
+    state = peft_state(model)
+    for applied in state.methods if state else []:
+        method_groups = get_host().hook.peftplug_param_groups(
+            model=model, config=applied.config, adapter_name=applied.adapter_name, args=args
+        )
+        for group in method_groups or []:
+            params = [p for p in group.params if id(p) in trainable]
+            for parameter in params:
+                if id(parameter) in claimed:
+                    raise PeftplugError(
+                        f"parameter {trainable[id(parameter)]!r} is in two optimizer groups "
+                        f"({claimed[id(parameter)]!r} and {group.name!r}): a plugin bug"
+                    )
+                claimed[id(parameter)] = group.name
+            groups.append(dataclasses.replace(group, params=params))
+    decay_names = set(get_parameter_names(model, [nn.LayerNorm], NO_DECAY_PATTERNS))
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in claimed]
+    groups.append(ParamGroup([p for n, p in rest if n in decay_names], "decay"))
+    groups.append(ParamGroup([p for n, p in rest if n not in decay_names], "no_decay", None, 0.0))
+    return [group.to_torch(args) for group in groups if group.params]

@@ -1,0 +1,277 @@
+"""Adapter files: ``adapter_config.json`` + ``adapter_model.safetensors``, strict and atomic."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from peftplug.apply import CONFIG_RECORD, apply, delete_adapter, require_state
+from peftplug.atomic import atomic_write_bytes
+from peftplug.errors import AdapterLoadError, PeftplugError
+from peftplug.plugins import get_host
+from peftplug.state import AppliedMethod, PeftState, peft_state
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+FORMAT = "peftplug-adapter"
+FORMAT_VERSION = 1
+TRAINER_CONFIG = "config.json"
+TRAINER_WEIGHTS = "model.safetensors"
+
+
+def method_tensors(
+    model: nn.Module, state: PeftState, adapter_name: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Every live tensor the applied methods own, by ``model.state_dict()`` name."""
+    return {k: t for applied in _selected(state, adapter_name) for k, t in _tensors_of(model, applied).items()}
+
+
+def _selected(state: PeftState, adapter_name: str | None) -> list[AppliedMethod]:
+    methods = [m for m in state.methods if adapter_name in (None, m.adapter_name)]
+    if not methods:
+        raise PeftplugError(
+            f"no adapter named {adapter_name!r}; this model has: {', '.join(state.adapter_names)}"
+        )
+    return methods
+
+
+def _tensors_of(model: nn.Module, applied: AppliedMethod) -> dict[str, torch.Tensor]:
+    tensors = get_host().hook.peftplug_state_dict(
+        model=model, config=applied.config, adapter_name=applied.adapter_name
+    )
+    if tensors is None:
+        raise PeftplugError(
+            f"plugin {applied.spec.plugin!r} does not implement peftplug_state_dict for "
+            f"{applied.spec.name!r}: its tensors cannot be saved"
+        )
+    live = model.state_dict(keep_vars=True)
+    for key, tensor in tensors.items():
+        if live.get(key) is not tensor:
+            raise PeftplugError(
+                f"plugin {applied.spec.plugin!r} returned {key!r}, which is not the live tensor "
+                "of that name in model.state_dict(): a plugin bug"
+            )
+    return dict(tensors)
+
+
+def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str | None = None) -> Path:
+    """Write the adapter (all adapters by default) to ``directory``; returns the directory."""
+    state = require_state(model)
+    methods = _selected(state, adapter_name)
+    tensors: dict[str, torch.Tensor] = {}
+    manifest: dict[str, dict[str, Any]] = {}
+    for index, applied in enumerate(methods):
+        for key, tensor in _tensors_of(model, applied).items():
+            if key in tensors:
+                raise PeftplugError(f"two methods claim tensor {key!r}: a plugin bug")
+            tensors[key] = tensor.detach().to("cpu", copy=True).contiguous()
+            manifest[key] = {"shape": list(tensor.shape), "dtype": _dtype_name(tensor), "method": index}
+    weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "peftplug_version": importlib.metadata.version("peftplug"),
+        "base_model": base_model_record(model),
+        "active_adapter": state.active_adapter,
+        "methods": [applied.record() for applied in methods],
+        "tensors": manifest,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+    directory = Path(directory)
+    atomic_write_bytes(directory / ADAPTER_WEIGHTS, weights)
+    atomic_write_bytes(directory / ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode())
+    return directory
+
+
+def base_model_record(model: nn.Module) -> dict[str, Any]:
+    """What identifies the base model an adapter was made for."""
+    config = getattr(model, "config", None)
+    return {
+        "name_or_path": getattr(config, "name_or_path", None) or type(model).__name__,
+        "model_type": getattr(config, "model_type", None),
+        "architectures": getattr(config, "architectures", None),
+    }
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The description and tensors of a saved adapter or a Trainer checkpoint, verified."""
+    directory = Path(directory)
+    if (directory / ADAPTER_CONFIG).is_file():
+        config = _read_json(directory / ADAPTER_CONFIG)
+        if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
+            raise AdapterLoadError(
+                f"{directory / ADAPTER_CONFIG} is not a peftplug adapter of format version "
+                f"{FORMAT_VERSION} (format={config.get('format')!r}, "
+                f"version={config.get('format_version')!r}); upgrade peftplug to read it"
+            )
+        data = _read_bytes(directory / ADAPTER_WEIGHTS)
+        if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
+            raise AdapterLoadError(
+                f"{directory / ADAPTER_WEIGHTS} does not match {ADAPTER_CONFIG} (checksum "
+                "differs): the file is corrupted or truncated; save the adapter again"
+            )
+        tensors = _parse_safetensors(data, directory / ADAPTER_WEIGHTS)
+        _check_manifest(config.get("tensors", {}), tensors, directory)
+        return config, tensors
+    if (directory / TRAINER_CONFIG).is_file():
+        record = _read_json(directory / TRAINER_CONFIG).get(CONFIG_RECORD)
+        if record is not None:
+            tensors = _parse_safetensors(
+                _read_bytes(directory / TRAINER_WEIGHTS), directory / TRAINER_WEIGHTS
+            )
+            return {"methods": record["methods"], "base_model": {}}, tensors
+    raise AdapterLoadError(
+        f"no adapter in {directory}: expected {ADAPTER_CONFIG} (written by peftplug.save_adapter) "
+        f"or a Trainer checkpoint whose {TRAINER_CONFIG} has a {CONFIG_RECORD!r} entry"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AdapterLoadError(f"cannot read {path}: {error}; the file is corrupted") from None
+    if not isinstance(value, dict):
+        raise AdapterLoadError(f"{path} does not hold a JSON object; the file is corrupted")
+    return value
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise AdapterLoadError(f"cannot read {path}: {error}") from None
+
+
+def _parse_safetensors(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load(data)
+    except Exception as error:  # safetensors raises its own error types
+        raise AdapterLoadError(
+            f"{path} is not a valid safetensors file ({error}): corrupted or truncated"
+        ) from None
+
+
+def _check_manifest(
+    manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], directory: Path
+) -> None:
+    for key, entry in manifest.items():
+        tensor = tensors.get(key)
+        if tensor is None or list(tensor.shape) != entry["shape"] or _dtype_name(tensor) != entry["dtype"]:
+            raise AdapterLoadError(
+                f"{directory}: tensor {key!r} does not match the manifest in {ADAPTER_CONFIG}; "
+                "the adapter files are inconsistent: save the adapter again"
+            )
+    extra = sorted(set(tensors) - set(manifest))
+    if extra:
+        raise AdapterLoadError(f"{directory}: tensors not in the manifest: {', '.join(extra[:5])}")
+
+
+def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Apply the saved methods to ``model`` and load their tensors strictly.
+
+    Reads a ``save_adapter`` directory or a Trainer checkpoint directory. On any error the
+    model is left exactly as it was.
+    """
+    description, tensors = read_adapter(directory)
+    by_adapter: dict[str, list[dict[str, Any]]] = {}
+    for record in description["methods"]:
+        _require_installed(record)
+        by_adapter.setdefault(record["adapter_name"], []).append(record)
+    existing = peft_state(model)
+    clash = sorted(set(by_adapter) & set(existing.adapter_names if existing else []))
+    if clash:
+        raise AdapterLoadError(
+            f"the model already has adapter(s) {', '.join(clash)}: peftplug.unload(model) or "
+            "delete_adapter(model, name) first"
+        )
+    loaded: list[str] = []
+    try:
+        for adapter_name, records in by_adapter.items():
+            apply(
+                model,
+                [r["method"] for r in records],
+                {r["method"]: r["config"] for r in records},
+                adapter_name=adapter_name,
+            )
+            loaded.append(adapter_name)
+        state = require_state(model)
+        expected = {k: t for name in loaded for k, t in method_tensors(model, state, name).items()}
+        _check_fits(expected, tensors, description.get("base_model", {}), model)
+    except Exception as error:
+        for adapter_name in reversed(loaded):
+            delete_adapter(model, adapter_name)
+        if isinstance(error, AdapterLoadError):
+            raise
+        reason = str(error) if isinstance(error, PeftplugError) else f"{type(error).__name__}: {error}"
+        raise AdapterLoadError(
+            f"adapter in {directory} does not fit this model: {reason}"
+            f"{_made_for(description.get('base_model', {}), model)}"
+        ) from error
+    with torch.no_grad():
+        for key, tensor in expected.items():
+            tensor.copy_(tensors[key])
+    return model
+
+
+def _require_installed(record: Mapping[str, Any]) -> None:
+    if record["method"] not in get_host().methods:
+        distribution = record.get("distribution") or f"peftplug-{record['method']}"
+        raise AdapterLoadError(
+            f"this adapter needs method {record['method']!r} from {distribution} "
+            f"{record.get('version', '')}, which is not installed: pip install {distribution}"
+        )
+
+
+def _check_fits(
+    expected: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor],
+    base_model: Mapping[str, Any],
+    model: nn.Module,
+) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else ""))
+    for key in sorted(set(expected) & set(tensors)):
+        if expected[key].shape != tensors[key].shape:
+            problems.append(
+                f"{key} has shape {list(tensors[key].shape)} in the adapter but "
+                f"{list(expected[key].shape)} in this model"
+            )
+            break
+        if not (expected[key].is_floating_point() and tensors[key].is_floating_point()) and (
+            expected[key].dtype != tensors[key].dtype
+        ):
+            problems.append(f"{key} is {tensors[key].dtype} in the adapter but {expected[key].dtype} here")
+            break
+    if problems:
+        raise AdapterLoadError(
+            "adapter does not fit this model: " + "; ".join(problems) + _made_for(base_model, model)
+        )
+
+
+def _made_for(base_model: Mapping[str, Any], model: nn.Module) -> str:
+    if not base_model.get("name_or_path"):
+        return ""
+    here = base_model_record(model)
+    return (
+        f" (the adapter was made for {base_model['name_or_path']!r}, model_type "
+        f"{base_model.get('model_type')!r}; this model is {here['name_or_path']!r}, model_type "
+        f"{here['model_type']!r})"
+    )

@@ -1,0 +1,164 @@
+"""The stock ``transformers.Trainer``, patched through a callback and an optimizer factory."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from peftplug.apply import apply, resolve
+from peftplug.errors import ConfigError, PeftplugError
+from peftplug.optim import build_param_groups
+from peftplug.plugins import get_host
+from peftplug.state import PeftState, peft_state
+
+
+@dataclasses.dataclass
+class PeftArguments(TrainingArguments):
+    """``TrainingArguments`` plus the methods to apply; works with ``HfArgumentParser``."""
+
+    peft_plugins: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={"help": "Methods to apply, in order (e.g. lora). `peftplug plugins` lists them."},
+    )
+    peft_config: dict | str | None = dataclasses.field(
+        default=None,
+        metadata={"help": 'Options per method as JSON, e.g. \'{"lora": {"r": 8}}\'.'},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.peft_config, str):
+            try:
+                self.peft_config = json.loads(self.peft_config)
+            except json.JSONDecodeError as error:
+                raise ConfigError(
+                    f"--peft_config is not valid JSON ({error}); "
+                    'write it like \'{"lora": {"r": 8}}\''
+                ) from None
+        self.peft_config = dict(self.peft_config or {})
+        if self.peft_plugins:
+            resolve(self.peft_plugins, self.peft_config)  # fail now, not at the first step
+
+
+@dataclasses.dataclass
+class TrainerSession:
+    """What the callback and the optimizer factory of one Trainer share."""
+
+    args: TrainingArguments | None = None
+    method_callbacks: list[TrainerCallback] = dataclasses.field(default_factory=list)
+
+    def ensure_applied(self, model: nn.Module) -> PeftState:
+        """Apply the methods named in the args unless the model already carries them."""
+        plugins = list(getattr(self.args, "peft_plugins", None) or [])
+        config = getattr(self.args, "peft_config", None) or {}
+        state = peft_state(model)
+        if state is None:
+            if not plugins:
+                raise PeftplugError(
+                    "no methods to apply: pass peftplug.PeftArguments(peft_plugins=[...]) "
+                    "as the Trainer's args, or call peftplug.apply(model, [...]) first"
+                )
+            apply(model, plugins, config)
+            state = peft_state(model)
+        elif plugins:
+            applied = [m.spec.name for m in state.methods if m.adapter_name == state.active_adapter]
+            if applied != plugins:
+                raise PeftplugError(
+                    f"the model already carries {applied} but the args ask for {plugins}: "
+                    "pass a plain model, or drop peft_plugins from the args"
+                )
+        assert state is not None
+        _save_only_adapter_tensors(model, state)
+        if not self.method_callbacks:
+            for applied_method in state.methods:
+                for callbacks in get_host().hook.peftplug_trainer_callbacks(
+                    config=applied_method.config
+                ):
+                    self.method_callbacks.extend(callbacks or [])
+        return state
+
+
+def _save_only_adapter_tensors(model: nn.Module, state: PeftState) -> None:
+    """Make every Trainer checkpoint hold only what trains or belongs to a method."""
+    from peftplug.serialization import method_tensors
+
+    keep = {name for name, p in model.named_parameters() if p.requires_grad}
+    keep.update(method_tensors(model, state))
+    if state.original_keys_to_ignore_on_save is None:
+        state.original_keys_to_ignore_on_save = getattr(model, "_keys_to_ignore_on_save", None)
+    model._keys_to_ignore_on_save = sorted(set(model.state_dict()) - keep)
+
+
+class PeftCallback(TrainerCallback):
+    """Applies the methods when the Trainer is built and relays events to method callbacks."""
+
+    def __init__(self, session: TrainerSession) -> None:
+        self.session = session
+
+    def on_init_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        self.session.args = args
+        if model is not None:
+            self.session.ensure_applied(model)
+        return self._relay("on_init_end", args, state, control, model=model, **kwargs)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if model is not None and getattr(model, "is_gradient_checkpointing", False):
+            embeddings = model.get_input_embeddings()
+            if embeddings is not None and not embeddings.weight.requires_grad:
+                model.enable_input_require_grads()  # reentrant checkpointing needs grad inputs
+        return self._relay("on_train_begin", args, state, control, model=model, **kwargs)
+
+    def _relay(self, event: str, args, state, control, **kwargs):  # noqa: ANN001
+        for callback in self.session.method_callbacks:
+            result = getattr(callback, event)(args, state, control, **kwargs)
+            control = control if result is None else result
+        return control
+
+
+def _relaying(event: str):  # noqa: ANN202
+    def relay(self: PeftCallback, args, state, control, **kwargs):  # noqa: ANN001
+        return self._relay(event, args, state, control, **kwargs)
+
+    relay.__name__ = event
+    return relay
+
+
+for _event in [name for name in vars(TrainerCallback) if name.startswith("on_")]:
+    if _event not in vars(PeftCallback):
+        setattr(PeftCallback, _event, _relaying(_event))
+
+
+class PeftOptimizerFactory:
+    """Called by the stock Trainer with the model; builds ``args.optim`` over plugin groups.
+
+    Also applies the methods to a model that ``model_init`` created after ``on_init_end``.
+    """
+
+    def __call__(self, model: nn.Module, *, session: TrainerSession) -> torch.optim.Optimizer:
+        if session.args is None:
+            raise PeftplugError("peftplug's optimizer factory needs the callback from trainer_kwargs()")
+        session.ensure_applied(model)
+        optimizer_class, options = Trainer.get_optimizer_cls_and_kwargs(session.args, model)
+        if not isinstance(optimizer_class, type) or "params" in options or "model" in options:
+            raise ConfigError(
+                f"optim={session.args.optim!r} builds its own parameter groups, which peftplug "
+                "cannot give it; choose an optimizer such as adamw_torch"
+            )
+        return optimizer_class(build_param_groups(model, session.args), **options)
+
+
+def trainer_kwargs() -> dict[str, Any]:
+    """Keyword arguments for ``transformers.Trainer``: the callback and the optimizer factory.
+
+    Pass other callbacks alongside: ``callbacks=[*kw.pop("callbacks"), mine]``.
+    """
+    session = TrainerSession()
+    return {
+        "callbacks": [PeftCallback(session)],
+        "optimizer_cls_and_kwargs": (PeftOptimizerFactory, {"session": session}),
+    }
