@@ -107,7 +107,7 @@ class PeftCallback(TrainerCallback):
         return self._relay("on_init_end", args, state, control, model=model, **kwargs)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
-        if model is not None and getattr(model, "is_gradient_checkpointing", False):
+        if model is not None and _checkpointing(model):
             embeddings = model.get_input_embeddings()
             if embeddings is not None and not embeddings.weight.requires_grad:
                 model.enable_input_require_grads()  # reentrant checkpointing needs grad inputs
@@ -118,6 +118,13 @@ class PeftCallback(TrainerCallback):
             result = getattr(callback, event)(args, state, control, **kwargs)
             control = control if result is None else result
         return control
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on, under either transformers name."""
+    if hasattr(model, "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
 
 
 def _relaying(event: str):  # noqa: ANN202
