@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from peftplug.apply import CONFIG_RECORD, apply, delete_adapter, require_state
-from peftplug.atomic import atomic_write_bytes
+from peftplug.atomic import atomic_write_files
 from peftplug.errors import AdapterLoadError, PeftplugError
 from peftplug.plugins import get_host
 from peftplug.state import AppliedMethod, PeftState, peft_state
@@ -71,7 +71,7 @@ def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str |
     for index, applied in enumerate(methods):
         for key, tensor in _tensors_of(model, applied).items():
             if key in tensors:
-                raise PeftplugError(f"two methods claim tensor {key!r}: a plugin bug")
+                continue  # a module shared by several adapters, e.g. a task head
             tensors[key] = tensor.detach().to("cpu", copy=True).contiguous()
             manifest[key] = {"shape": list(tensor.shape), "dtype": _dtype_name(tensor), "method": index}
     weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
@@ -86,8 +86,12 @@ def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str |
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     directory = Path(directory)
-    atomic_write_bytes(directory / ADAPTER_WEIGHTS, weights)
-    atomic_write_bytes(directory / ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write_files(
+        {
+            directory / ADAPTER_WEIGHTS: weights,
+            directory / ADAPTER_CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
+        }
+    )
     return directory
 
 

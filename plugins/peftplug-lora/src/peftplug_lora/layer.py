@@ -61,7 +61,8 @@ class LoraLinear(AdapterLayer):
 
     def delete_adapter(self, name: str) -> None:
         for container in (self.lora_A, self.lora_B, self.lora_dropout):
-            container.pop(name, None)
+            if name in container:
+                del container[name]
         self.scaling.pop(name, None)
         if self.active_adapter == name:
             self.active_adapter = None
