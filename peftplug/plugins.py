@@ -104,7 +104,7 @@ class PluginHost:
                 raise ValueError(
                     f"method {spec.name!r} is already registered by plugin {taken.plugin!r}"
                 )
-            if not spec.config_class.method:
+            if "method" not in vars(spec.config_class):  # not inherited from another method
                 spec.config_class.method = spec.name
             specs.append(
                 dataclasses.replace(spec, plugin=name, distribution=distribution, version=version)
