@@ -14,6 +14,7 @@ from peftplug.apply import apply, resolve
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.optim import build_param_groups
 from peftplug.plugins import get_host
+from peftplug.serialization import method_tensors
 from peftplug.state import PeftState, peft_state
 
 
@@ -85,8 +86,6 @@ class TrainerSession:
 
 def _save_only_adapter_tensors(model: nn.Module, state: PeftState) -> None:
     """Make every Trainer checkpoint hold only what trains or belongs to a method."""
-    from peftplug.serialization import method_tensors
-
     keep = {name for name, p in model.named_parameters() if p.requires_grad}
     keep.update(method_tensors(model, state))
     if state.original_keys_to_ignore_on_save is None:
