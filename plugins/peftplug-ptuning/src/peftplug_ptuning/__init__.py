@@ -1,0 +1,7 @@
+"""P-tuning for peftplug: virtual tokens produced by a prompt encoder, folded for inference."""
+
+from peftplug_ptuning.config import PTuningConfig
+from peftplug_ptuning.encoder import PromptEncoder
+from peftplug_ptuning.fold import fold
+
+__all__ = ["PTuningConfig", "PromptEncoder", "fold"]
