@@ -89,7 +89,7 @@ def apply(
         if created:
             _restore(model, state)
         raise
-    _record_in_config(model, state)
+    refresh_config_record(model)
     return model
 
 
@@ -144,8 +144,12 @@ def _restore(model: nn.Module, state: PeftState) -> None:
         delattr(config, CONFIG_RECORD)
 
 
-def _record_in_config(model: nn.Module, state: PeftState) -> None:
-    """Write the applied methods into ``model.config`` so Trainer checkpoints describe themselves."""
+def refresh_config_record(model: nn.Module) -> None:
+    """Write the applied methods into ``model.config`` so Trainer checkpoints describe themselves.
+
+    Call it after changing an applied method's config in place (as P-tuning's ``fold`` does).
+    """
+    state = require_state(model)
     config = getattr(model, "config", None)
     if config is not None:
         setattr(config, CONFIG_RECORD, {"format_version": 1, "methods": records(state)})
@@ -197,7 +201,7 @@ def delete_adapter(model: nn.Module, adapter_name: str) -> None:
     if state.active_adapter == adapter_name:
         state.active_adapter = state.adapter_names[0]
     _activate(model, state.active_adapter)
-    _record_in_config(model, state)
+    refresh_config_record(model)
 
 
 def merge_adapters(model: nn.Module) -> None:

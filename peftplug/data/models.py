@@ -170,10 +170,11 @@ def causal_lm_path(cache_dir: Path | None = None) -> Path:
 
 
 def load_encoder(
-    num_labels: int = 2,
+    num_labels: int = 2, seed: int = 0
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """all-MiniLM-L6-v2 with a fresh ``num_labels``-way classification head, and its tokenizer."""
+    """all-MiniLM-L6-v2 with a fresh ``num_labels``-way head (initialised from ``seed``)."""
     path = encoder_path()
+    torch.manual_seed(seed)  # the head is the only part initialised at random
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return model, tokenizer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peftplug.apply import _record_in_config, require_state
+from peftplug.apply import refresh_config_record, require_state
 from peftplug_prompt import SoftPrompt, prompt_layer
 from peftplug_ptuning.config import PTuningConfig
 
@@ -30,5 +30,5 @@ def fold(model: nn.Module) -> nn.Module:
         tokens.embedding.requires_grad_(encoder.embedding.requires_grad)
         layer.prompts[name] = tokens
         applied.config.folded = True
-    _record_in_config(model, state)  # Trainer checkpoints describe the folded adapter
+    refresh_config_record(model)  # Trainer checkpoints describe the folded adapter
     return model
