@@ -87,6 +87,7 @@ def trainer_for(variant: str, load: Workload, output_dir: str) -> Trainer:
     else:
         trainer = Trainer(model=model, args=TrainingArguments(**common))
     trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by train()'s loop, which we bypass
     return trainer
 
 
