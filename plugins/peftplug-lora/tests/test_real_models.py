@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transformers import DataCollatorWithPadding, Trainer
+from transformers import DataCollatorWithPadding
 
-import peftplug
 from peftplug.data import (
     CausalLMCollator,
     causal_lm_dataset,
@@ -18,20 +17,9 @@ from peftplug.data import (
     load_reviews,
 )
 from peftplug.metrics import causal_lm_loss, classification_accuracy
+from peftplug.testing import majority_share, stock_trainer
 
 pytestmark = pytest.mark.slow
-
-
-def _train(model, dataset, collate, tmp_path: Path, config: dict, **options) -> Trainer:
-    args = peftplug.PeftArguments(
-        output_dir=str(tmp_path), peft_plugins=["lora"], peft_config={"lora": config},
-        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
-        lr_scheduler_type="linear", **options,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      **peftplug.trainer_kwargs())
-    trainer.train()
-    return trainer
 
 
 def test_lora_on_the_encoder_beats_chance_on_the_review_snippets(tmp_path: Path) -> None:
@@ -39,14 +27,14 @@ def test_lora_on_the_encoder_beats_chance_on_the_review_snippets(tmp_path: Path)
     model, tokenizer = load_encoder(num_labels=2)
     collate = DataCollatorWithPadding(tokenizer)
     test = classification_dataset(tokenizer, split.test[:600])
-    majority = max(sum(r.label for r in split.test[:600]), 600 - sum(r.label for r in split.test[:600])) / 600
-    _train(
+    majority = majority_share([record.label for record in split.test[:600]])
+    stock_trainer(
         model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
-        {"r": 8, "alpha": 16, "target_modules": ["query", "value"]},
+        {"lora": {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}},
         max_steps=100, per_device_train_batch_size=16, learning_rate=2e-3, warmup_steps=10,
-    )
+    ).train()
     accuracy = classification_accuracy(model, test, collate)
-    assert accuracy >= max(0.65, majority + 0.05), f"accuracy {accuracy:.3f} (majority {majority:.3f})"
+    assert accuracy >= max(0.65, majority + 0.05), f"{accuracy:.3f} (majority {majority:.3f})"
 
 
 def test_lora_on_the_causal_lm_lowers_held_out_loss(tmp_path: Path) -> None:
@@ -55,10 +43,10 @@ def test_lora_on_the_causal_lm_lowers_held_out_loss(tmp_path: Path) -> None:
     collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
     held_out = causal_lm_dataset(tokenizer, split.test[:80], max_length=96)
     before = causal_lm_loss(model, held_out, collate)
-    _train(
+    stock_trainer(
         model, causal_lm_dataset(tokenizer, split.train, max_length=96), collate, tmp_path,
-        {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]},
+        {"lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}},
         max_steps=30, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=3,
-    )
+    ).train()
     after = causal_lm_loss(model, held_out, collate)
     assert after < before - 0.1, f"held-out loss {before:.3f} -> {after:.3f}"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import DataCollatorWithPadding, Trainer
+from transformers import DataCollatorWithPadding
 
 import peftplug
 from peftplug.data import (
@@ -21,25 +20,12 @@ from peftplug.data import (
 )
 from peftplug.data.encode import chat_prompt
 from peftplug.metrics import causal_lm_loss, classification_accuracy
+from peftplug.testing import stock_trainer
 from peftplug_prompt import prompt_layer
 
 pytestmark = pytest.mark.slow
 
 INIT_TEXT = "Classify the sentiment of this review:"
-
-
-def _train(model, dataset, collate, tmp_path: Path, config: dict, **options) -> Trainer:
-    args = peftplug.PeftArguments(
-        output_dir=str(tmp_path), peft_plugins=["prompt"], peft_config={"prompt": config},
-        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
-        lr_scheduler_type="linear", **options,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      **peftplug.trainer_kwargs())
-    started = time.perf_counter()
-    trainer.train()
-    print(f"\nprompt: {(time.perf_counter() - started) / args.max_steps:.3f} s/step")
-    return trainer
 
 
 def test_prompt_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
@@ -49,10 +35,11 @@ def test_prompt_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
     held_out = classification_dataset(tokenizer, split.test[:400])
     before = classification_accuracy(model, held_out, collate)
     config = {"num_virtual_tokens": 20, "init": "text", "init_text": INIT_TEXT}
-    _train(
-        model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path, config,
+    stock_trainer(
+        model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
+        {"prompt": config},
         max_steps=100, per_device_train_batch_size=16, learning_rate=3e-2, warmup_steps=10,
-    )
+    ).train()
     after = classification_accuracy(model, held_out, collate)
     hidden, labels = model.config.hidden_size, model.config.num_labels
     trainable = peftplug.trainable_parameters(model).trainable
@@ -80,11 +67,11 @@ def test_prompt_tuning_on_the_causal_lm_lowers_loss_and_generates(tmp_path: Path
     collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
     held_out = causal_lm_dataset(tokenizer, split.test[:60], max_length=96)
     before = causal_lm_loss(model, held_out, collate)
-    _train(
+    stock_trainer(
         model, causal_lm_dataset(tokenizer, split.train, max_length=96), collate, tmp_path,
-        {"num_virtual_tokens": 20},
+        {"prompt": {"num_virtual_tokens": 20}},
         max_steps=20, per_device_train_batch_size=4, learning_rate=3e-2, warmup_steps=2,
-    )
+    ).train()
     after = causal_lm_loss(model, held_out, collate)
     print(f"prompt on the causal LM: held-out loss {before:.3f} -> {after:.3f}")
     assert after < before - 0.1, f"held-out loss {before:.3f} -> {after:.3f}"

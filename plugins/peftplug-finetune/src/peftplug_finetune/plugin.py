@@ -1,0 +1,73 @@
+"""peftplug hook implementations for full, partial and head-only fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from peftplug import MethodSpec, hookimpl
+from peftplug_finetune.cached_backbone import CachedBackbone, cacheable_backbone
+from peftplug_finetune.config import FullConfig, HeadConfig, PartialConfig
+from peftplug_finetune.feature_cache import FeatureCache
+from peftplug_finetune.ownership import claim, owned_tensors, owner_label
+from peftplug_finetune.selection import trained_parameters
+
+
+@hookimpl
+def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
+    register(
+        MethodSpec(
+            "full",
+            FullConfig,
+            "Full fine-tuning: every parameter trains",
+            comparison={"learning_rate": 5e-5},
+        )
+    )
+    register(
+        MethodSpec(
+            "partial",
+            PartialConfig,
+            "Train the last k transformer blocks and/or named modules",
+            comparison={"learning_rate": 1e-4, "options": {"last_k": 2}},
+        )
+    )
+    register(
+        MethodSpec(
+            "head",
+            HeadConfig,
+            "Train only the task head on a frozen backbone",
+            comparison={"learning_rate": 1e-2},
+        )
+    )
+
+
+@hookimpl
+def peftplug_prepare_model(
+    model: nn.Module, config: object, adapter_name: str
+) -> Callable[[], None] | None:
+    if not isinstance(config, FullConfig | PartialConfig | HeadConfig):
+        return None
+    trained = trained_parameters(model, config)
+    caching = isinstance(config, HeadConfig) and config.cache_features
+    backbone = cacheable_backbone(model, trained) if caching else None
+    release = claim(model, owner_label(config.method, adapter_name), trained)
+    if backbone is None:
+        return release
+    uninstall = CachedBackbone(backbone, FeatureCache(config.cache_max_bytes)).install()
+
+    def undo() -> None:
+        uninstall()
+        release()
+
+    return undo
+
+
+@hookimpl
+def peftplug_state_dict(
+    model: nn.Module, config: object, adapter_name: str
+) -> dict[str, torch.Tensor] | None:
+    if not isinstance(config, FullConfig | PartialConfig | HeadConfig):
+        return None
+    return owned_tensors(model, owner_label(config.method, adapter_name))
