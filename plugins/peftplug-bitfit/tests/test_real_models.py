@@ -85,7 +85,7 @@ def test_bitfit_learns_review_sentiment_through_the_stock_trainer(tmp_path: Path
     inputs.pop("labels")
     with torch.no_grad():
         torch.testing.assert_close(
-            loaded(**inputs).logits, trainer.model(**inputs).logits, rtol=0, atol=0
+            loaded(**inputs).logits, trainer.model.eval()(**inputs).logits, rtol=0, atol=0
         )
 
 
