@@ -23,6 +23,7 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
                 dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
             )
             temporaries[path] = temporary
+            os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp makes it private (0600)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -35,6 +36,13 @@ def atomic_write_files(files: Mapping[Path, bytes]) -> None:
                 os.unlink(temporary)
     for directory in {path.parent for path in files}:
         _fsync_directory(directory)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it, so set it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

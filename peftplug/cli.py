@@ -10,6 +10,8 @@ import platform
 import sys
 from collections.abc import Sequence
 
+from peftplug.compare import arguments as compare_arguments
+from peftplug.errors import PeftplugError
 from peftplug.plugins import get_host
 
 
@@ -51,6 +53,79 @@ def _info(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(arguments: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peftplug.compare.plan import plan_rows
+    from peftplug.compare.runner import run_compare
+
+    if arguments.latency_repeats < 1:
+        raise PeftplugError(
+            f"--latency-repeats must be at least 1, got {arguments.latency_repeats}"
+        )
+    workload = compare_arguments.workload_from(arguments, arguments.latency_repeats)
+    out = Path(arguments.out)
+    rows = plan_rows(
+        workload,
+        out,
+        methods=compare_arguments.method_list(arguments.methods),
+        overrides=compare_arguments.parse_overrides(arguments.config),
+        learning_rates=compare_arguments.parse_learning_rates(arguments.lr),
+        baselines=arguments.baselines,
+        vs_peft=arguments.vs_peft,
+    )
+    try:
+        run_compare(workload, rows, out, arguments.argv)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _train(arguments: argparse.Namespace) -> int:
+    from peftplug.compare.train import run_train
+
+    figures = run_train(arguments)
+    metric = ", ".join(f"{name} {value:.4f}" for name, value in figures["metric"].items())
+    training = figures["training"]
+    print(
+        f"trained {figures['method']} ({figures['trainable']:,} trainable parameters) for "
+        f"{training['steps']} steps in {training['seconds']:.1f} s; held-out {metric}\n"
+        f"adapter: {figures['adapter']}"
+    )
+    return 0
+
+
+def _merge(arguments: argparse.Namespace) -> int:
+    from peftplug.compare.export import merge_to_directory
+
+    out = merge_to_directory(arguments.adapter, arguments.out, arguments.model, arguments.task)
+    print(f"merged model: {out}")
+    return 0
+
+
+def _export(arguments: argparse.Namespace) -> int:
+    from peftplug.compare.export import export
+
+    out = export(
+        arguments.adapter, arguments.out, arguments.format, arguments.model, arguments.task
+    )
+    print(f"exported ({arguments.format}): {out}")
+    return 0
+
+
+def _add_base_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "adapter", help="an adapter directory (peftplug.save_adapter, peftplug train)"
+    )
+    parser.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    parser.add_argument("--model", help="the base model directory (default: the one recorded)")
+    parser.add_argument(
+        "--task",
+        choices=("classification", "causal-lm"),
+        help="default: classification when the adapter saved a task head",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="peftplug", description=__doc__)
@@ -61,13 +136,40 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions and the compiled extension's status")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
+    compare = commands.add_parser(
+        "compare", help="train and measure every installed method side by side"
+    )
+    compare_arguments.add_compare_arguments(compare)
+    compare.set_defaults(run=_compare)
+    train = commands.add_parser("train", help="train one method on your data and save the adapter")
+    compare_arguments.add_train_arguments(train)
+    train.set_defaults(run=_train)
+    merge = commands.add_parser("merge", help="fold an adapter into its base; save the full model")
+    _add_base_arguments(merge)
+    merge.set_defaults(run=_merge)
+    export = commands.add_parser("export", help="write an adapter or its merged model elsewhere")
+    _add_base_arguments(export)
+    export.add_argument(
+        "--format",
+        choices=compare_arguments.EXPORT_FORMATS,
+        default="peftplug",
+        help="peftplug: the verified adapter files; peft: HF PEFT's layout (LoRA); "
+        "merged: a full model",
+    )
+    export.set_defaults(run=_export)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``peftplug`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     arguments = build_parser().parse_args(argv)
-    return arguments.run(arguments)
+    arguments.argv = argv
+    try:
+        return arguments.run(arguments)
+    except PeftplugError as error:
+        print(f"peftplug {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,9 +13,10 @@ from transformers.pytorch_utils import Conv1D
 from peftplug.config import MethodConfig
 from peftplug.errors import ConfigError, TargetError, close_matches
 from peftplug.layers import AdapterLayer
+from peftplug.quant.linear import NF4Linear
 
 ALL_LINEAR = "all-linear"
-LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D)
+LINEAR_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, Conv1D, NF4Linear)
 TASK_HEAD_ATTRIBUTES = ("classifier", "score", "qa_outputs")
 
 # Attention projections targeted when a config gives no target_modules, by model_type.

@@ -54,7 +54,9 @@ def _pip(venv: Path, *what: str) -> None:
     subprocess.run(
         [venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-index",
          "--no-build-isolation", *what],
-        check=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        check=True,
+        # the compiled extension is the core's own business, tested elsewhere: skip its build
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PEFTPLUG_BUILD_EXT": "0"},
     )
 
 

@@ -173,3 +173,12 @@ def test_loading_the_same_adapter_name_twice_is_refused(tmp_path: Path) -> None:
     model = peftplug.load_adapter(tiny_bert_classifier(), tmp_path)
     with pytest.raises(peftplug.AdapterLoadError, match="already has adapter"):
         peftplug.load_adapter(model, tmp_path)
+
+
+def test_saved_files_follow_the_umask_like_any_other_file(tmp_path: Path) -> None:
+    model = peftplug.apply(tiny_bert_classifier(), "lora", {"lora": {"r": 4}})
+    adapter = peftplug.save_adapter(model, tmp_path / "adapter")
+    (tmp_path / "plain").write_bytes(b"")  # created the ordinary way, under the same umask
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (adapter / name).stat().st_mode & 0o777 == expected

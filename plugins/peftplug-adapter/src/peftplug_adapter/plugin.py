@@ -20,7 +20,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             "adapter",
             AdapterConfig,
             "Bottleneck adapters in every block (Houlsby, Pfeiffer or parallel placement)",
-            comparison={"learning_rate": 1e-3},
+            comparison={"learning_rate": 2e-3},
         )
     )
 

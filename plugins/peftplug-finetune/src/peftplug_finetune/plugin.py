@@ -22,7 +22,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             "full",
             FullConfig,
             "Full fine-tuning: every parameter trains",
-            comparison={"learning_rate": 5e-5},
+            comparison={"learning_rate": 1e-4},
         )
     )
     register(
@@ -30,7 +30,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             "partial",
             PartialConfig,
             "Train the last k transformer blocks and/or named modules",
-            comparison={"learning_rate": 1e-4, "options": {"last_k": 2}},
+            comparison={"learning_rate": 3e-4, "options": {"last_k": 2}},
         )
     )
     register(

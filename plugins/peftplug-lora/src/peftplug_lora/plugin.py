@@ -17,7 +17,14 @@ from peftplug_lora.saved_modules import saved_module_names
 
 @hookimpl
 def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
-    register(MethodSpec("lora", LoraConfig, "Low-rank adaptation of linear layers (LoRA)"))
+    register(
+        MethodSpec(
+            "lora",
+            LoraConfig,
+            "Low-rank adaptation of linear layers (LoRA)",
+            comparison={"learning_rate": 2e-3, "options": {"r": 8, "alpha": 16}},
+        )
+    )
 
 
 @hookimpl

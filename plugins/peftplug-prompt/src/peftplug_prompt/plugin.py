@@ -18,7 +18,14 @@ from peftplug_prompt.tensors import head_parameters, virtual_token_tensors
 
 @hookimpl
 def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
-    register(MethodSpec("prompt", PromptConfig, "Prompt tuning: trainable virtual input tokens"))
+    register(
+        MethodSpec(
+            "prompt",
+            PromptConfig,
+            "Prompt tuning: trainable virtual input tokens",
+            comparison={"learning_rate": 3e-2},
+        )
+    )
 
 
 @hookimpl

@@ -25,7 +25,12 @@ from peftplug_ptuning.encoder import PromptEncoder
 @hookimpl
 def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
     register(
-        MethodSpec("ptuning", PTuningConfig, "P-tuning: virtual input tokens from a prompt encoder")
+        MethodSpec(
+            "ptuning",
+            PTuningConfig,
+            "P-tuning: virtual input tokens from a prompt encoder",
+            comparison={"learning_rate": 3e-2},
+        )
     )
 
 

@@ -1,0 +1,132 @@
+"""``peftplug merge`` and ``peftplug export``: finished adapters as merged models or copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
+
+import peftplug
+from peftplug.atomic import atomic_write_files
+from peftplug.compare.arguments import EXPORT_FORMATS
+from peftplug.errors import ConfigError
+from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
+from peftplug.targets import TASK_HEAD_ATTRIBUTES
+
+
+def _head_rows(tensors: dict[str, Any]) -> int | None:
+    """Rows of the saved task head's weight (its number of labels), if the adapter has one."""
+    for head in TASK_HEAD_ATTRIBUTES:
+        weight = tensors.get(f"{head}.weight")
+        if weight is not None:
+            return int(weight.shape[0])
+    return None
+
+
+def base_model_for(
+    adapter: str | Path, model: str | None = None, task: str | None = None
+) -> tuple[PreTrainedModel, str]:
+    """The plain base model the adapter was trained on, and its directory.
+
+    ``model`` defaults to the base recorded in the adapter; ``task`` to classification when the
+    adapter holds a task head (whose rows give the number of labels), else causal-lm.
+    """
+    description, tensors = read_adapter(adapter)
+    path = model or description.get("base_model", {}).get("name_or_path")
+    if not path or not (Path(path) / "config.json").is_file():
+        raise ConfigError(
+            f"the base model {path!r} recorded in {adapter} is not a local model directory: "
+            "pass --model DIR"
+        )
+    labels = _head_rows(tensors)
+    task = task or ("classification" if labels is not None else "causal-lm")
+    if task == "classification":
+        if labels is None:
+            raise ConfigError(
+                f"{adapter} holds no task head, so the number of labels is unknown: a classifier "
+                "adapter must save its head (e.g. lora's modules_to_save='auto')"
+            )
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=labels), path
+    return AutoModelForCausalLM.from_pretrained(path), path
+
+
+def refuse_non_empty(out: Path) -> Path:
+    """``out``, unless it exists with something in it: what is there is never overwritten."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not empty: choose a new --out directory")
+    return out
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Move a finished directory into place (over an empty one, never a non-empty one)."""
+    if refuse_non_empty(target).exists():
+        target.rmdir()
+    os.replace(source, target)
+
+
+def merge_to_directory(
+    adapter: str | Path, out: str | Path, model: str | None = None, task: str | None = None
+) -> Path:
+    """Load the adapter into its base, fold it into the weights, save a plain model (+ tokenizer).
+
+    Written into a temporary directory beside ``out`` and renamed when complete.
+    """
+    out = refuse_non_empty(Path(out))
+    base, path = base_model_for(adapter, model, task)
+    merged = peftplug.unload(peftplug.load_adapter(base, adapter), merge=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        merged.save_pretrained(temporary)
+        try:
+            AutoTokenizer.from_pretrained(path).save_pretrained(temporary)
+        except (OSError, ValueError):
+            pass  # a base without a tokenizer: the merged model is still complete
+        _replace_directory(temporary, out)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return out
+
+
+def copy_adapter(adapter: str | Path, out: str | Path) -> Path:
+    """Verify the adapter (checksum, manifest) and write its two files to ``out`` atomically."""
+    read_adapter(adapter)
+    source, out = Path(adapter), Path(out)
+    if not (source / ADAPTER_CONFIG).is_file():
+        raise ConfigError(
+            f"{adapter} is a Trainer checkpoint; load it and save it with peftplug.save_adapter "
+            "first, or export it with --format merged"
+        )
+    atomic_write_files(
+        {out / name: (source / name).read_bytes() for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS)}
+    )
+    return out
+
+
+def export(
+    adapter: str | Path,
+    out: str | Path,
+    fmt: str,
+    model: str | None = None,
+    task: str | None = None,
+) -> Path:
+    """Write the adapter (``peftplug``), HF PEFT's layout (``peft``, LoRA) or the merged model
+    (``merged``) to ``out``."""
+    if fmt == "merged":
+        return merge_to_directory(adapter, out, model, task)
+    if fmt == "peftplug":
+        return copy_adapter(adapter, out)
+    if fmt == "peft":
+        from peftplug.compare.peft_export import export_peft
+
+        return export_peft(adapter, out, model, task)
+    raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -1,0 +1,78 @@
+"""Which rows a comparison runs, with what learning rate and options, in what order."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from peftplug.compare.options import RowSpec, Workload
+from peftplug.compare.peft_rows import PEFT_METHODS
+from peftplug.errors import ConfigError
+from peftplug.plugins import get_host
+
+# Methods that are baselines rather than parameter-efficient methods; listed first.
+BASELINE_METHODS: tuple[str, ...] = ("head", "full")
+UNTRAINED_LABEL = "untrained"
+
+
+def plan_rows(
+    workload: Workload,
+    out: Path,
+    *,
+    methods: Sequence[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    learning_rates: Mapping[str, float] | None = None,
+    baselines: bool = True,
+    vs_peft: bool = False,
+) -> list[RowSpec]:
+    """The untrained model, the baselines, each chosen method and (with ``vs_peft``) PEFT's rows.
+
+    Every method takes its plugin's comparison defaults (``MethodSpec.comparison``), then the
+    user's ``overrides`` and ``learning_rates``; names that match no chosen method are errors.
+    """
+    host = get_host()
+    installed = sorted(host.methods)
+    chosen = list(methods) if methods else installed
+    for name in chosen:
+        host.method(name)  # a typo is an error now, naming the installed methods
+    if baselines:
+        chosen = [m for m in BASELINE_METHODS if m in installed and m not in chosen] + chosen
+    chosen = sorted(dict.fromkeys(chosen), key=_baselines_first)
+    for kind, names in (("--config", overrides or {}), ("--lr", learning_rates or {})):
+        stray = sorted(set(names) - set(chosen))
+        if stray:
+            raise ConfigError(
+                f"{kind} names {', '.join(map(repr, stray))}, which this comparison does not "
+                f"run (methods: {', '.join(chosen)}); add it to --methods or fix the name"
+            )
+    rows = [RowSpec(UNTRAINED_LABEL, "untrained", workload)]
+    for name in chosen:
+        defaults = host.method(name).comparison_defaults
+        options = {**defaults.options, **(overrides or {}).get(name, {})}
+        learning_rate = (learning_rates or {}).get(name, defaults.learning_rate)
+        rows.append(
+            RowSpec(
+                name, "method", workload, name, options, learning_rate, str(out / "adapters" / name)
+            )
+        )
+        if vs_peft and name in PEFT_METHODS:
+            label = f"{name} (HF PEFT)"
+            rows.append(
+                RowSpec(
+                    label,
+                    "peft",
+                    workload,
+                    name,
+                    options,
+                    learning_rate,
+                    str(out / "adapters" / f"peft-{name}"),
+                )
+            )
+    return rows
+
+
+def _baselines_first(name: str) -> tuple[int, str]:
+    if name in BASELINE_METHODS:
+        return (BASELINE_METHODS.index(name), "")
+    return (len(BASELINE_METHODS), name)

@@ -1,0 +1,166 @@
+"""Run one row in this process: the untrained model or a peftplug method. Returns its figures."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from torch import nn
+
+import peftplug
+from peftplug.compare.measure import (
+    adapter_bytes,
+    forward_call,
+    interleaved_latency_ms,
+    parameter_count,
+    tensor_bytes,
+)
+from peftplug.compare.options import RowSpec, Workload
+from peftplug.compare.tasks import LoadedTask, load_task
+from peftplug.compare.training import build_trainer, train_measured, training_arguments
+from peftplug.errors import NotMergeableError
+from peftplug.plugins import get_host
+from peftplug.report import trainable_parameters
+from peftplug.state import adapter_layers
+
+
+def parameter_figures(model: nn.Module, base: int) -> dict[str, Any]:
+    """Trainable parameters as a count and a share of the base model; parameters added."""
+    report = trainable_parameters(model)
+    return {
+        "base": base,
+        "total": report.total,
+        "trainable": report.trainable,
+        "trainable_percent": 100.0 * report.trainable / base if base else 0.0,
+        "added": report.total - base,
+    }
+
+
+Setting = Callable[[], AbstractContextManager[object]]
+
+
+def latency_figures(
+    task: LoadedTask,
+    model: nn.Module,
+    base: Setting | None,
+    merge: Callable[[], str | None] | None,
+    workload: Workload,
+    base_model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Median forward latency of the base, the adapted model unmerged and (if it merges) merged.
+
+    ``base`` is the context in which ``model`` runs as its base (adapters off); ``None`` means
+    ``model`` is the base. ``base_model`` replaces it where the base is another module (PEFT's
+    prompt methods). ``merge`` folds the adapter in and returns ``None``, or says why it cannot.
+    """
+    batch = task.latency_batch(workload.batch_size)  # the training batch size: one fixed batch
+    repeats = workload.latency_repeats
+    adapted = forward_call(model, batch)
+    figures: dict[str, Any] = {
+        "batch_shape": list(batch["input_ids"].shape),
+        "repeats": repeats,
+        "weights_bytes": tensor_bytes(model),
+        "merged_ms": None,
+        "merge_note": None,
+    }
+    if base is None and base_model is None:
+        figures["base_ms"] = interleaved_latency_ms(adapted, {"base": nullcontext}, repeats)["base"]
+        return figures
+    if base_model is not None:
+        timed = interleaved_latency_ms(adapted, {"unmerged": nullcontext}, repeats)
+        timed["base"] = interleaved_latency_ms(
+            forward_call(base_model, batch), {"base": nullcontext}, repeats
+        )["base"]
+    else:
+        timed = interleaved_latency_ms(adapted, {"base": base, "unmerged": nullcontext}, repeats)
+    figures["base_ms"], figures["unmerged_ms"] = timed["base"], timed["unmerged"]
+    reason = merge() if merge is not None else "cannot merge"
+    if reason is None:
+        figures["merged_ms"] = interleaved_latency_ms(adapted, {"merged": nullcontext}, repeats)[
+            "merged"
+        ]
+        figures["weights_bytes_merged"] = tensor_bytes(model)
+    else:
+        figures["merge_note"] = reason
+    for key in ("unmerged", "merged"):
+        value = figures[f"{key}_ms"]
+        figures[f"{key}_vs_base"] = value / figures["base_ms"] if value is not None else None
+    return figures
+
+
+def run_untrained(spec: RowSpec) -> dict[str, Any]:
+    """The model as loaded (fresh task head): the zero-shot reference."""
+    task = load_task(spec.workload)
+    model = task.model.eval()
+    base = parameter_count(model)
+    return {
+        "model": task.model_name,
+        "data": task.data_name,
+        "train_examples": len(task.train),
+        "eval_examples": len(task.test),
+        "parameters": {**parameter_figures(model, base), "trainable": 0, "trainable_percent": 0.0},
+        "storage": {"adapter_bytes": None, "base_weights_bytes": tensor_bytes(model)},
+        "training": None,
+        "metric": task.evaluate(model),
+        "inference": latency_figures(task, model, None, None, spec.workload),
+    }
+
+
+def _peftplug_merge(model: nn.Module) -> Callable[[], str | None]:
+    def merge() -> str | None:
+        if not any(True for _ in adapter_layers(model)):
+            return "trains the model's own weights in place: nothing to merge"
+        try:
+            peftplug.merge(model)
+        except NotMergeableError as error:
+            return str(error)
+        return None
+
+    return merge
+
+
+def run_method(spec: RowSpec) -> dict[str, Any]:
+    """Train ``spec.method`` with the shared budget; evaluate, save and time it."""
+    assert spec.method and spec.learning_rate and spec.adapter_dir, "the runner sets these"
+    method = get_host().method(spec.method)
+    resolved = method.parse_config(spec.options)  # a bad option fails here, before loading
+    task = load_task(spec.workload)
+    base = parameter_count(task.model)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_arguments(
+            spec.workload,
+            scratch,
+            spec.learning_rate,
+            plugins=[spec.method],
+            config={spec.method: resolved},
+        )
+        trainer = build_trainer(task, args, spec.label, peftplug_methods=True)
+        model = trainer.model
+        parameters = parameter_figures(model, base)
+        cost = train_measured(trainer)
+    del trainer
+    metric = task.evaluate(model)
+    adapter_dir = peftplug.save_adapter(model, spec.adapter_dir)
+    inference = latency_figures(
+        task,
+        model.eval(),
+        lambda: peftplug.disable_adapters(model),
+        _peftplug_merge(model),
+        spec.workload,
+    )
+    return {
+        "model": task.model_name,
+        "data": task.data_name,
+        "train_examples": len(task.train),
+        "eval_examples": len(task.test),
+        "distribution": method.distribution,
+        "version": method.version,
+        "options": resolved.to_dict(),
+        "parameters": parameters,
+        "storage": {"adapter_bytes": adapter_bytes(adapter_dir), "adapter_dir": str(adapter_dir)},
+        "training": cost.figures(),
+        "metric": metric,
+        "inference": inference,
+    }

@@ -1,0 +1,88 @@
+"""``peftplug train``: one method on the user's data, from a JSON/YAML file and/or flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import peftplug
+from peftplug.compare.arguments import FILE_KEYS, parse_assignment, parse_value, workload_from
+from peftplug.compare.tasks import load_task
+from peftplug.compare.training import build_trainer, train_measured, training_arguments
+from peftplug.errors import ConfigError
+from peftplug.plugins import get_host
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The mapping in a ``.json``, ``.yaml`` or ``.yml`` file, with only known keys."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config-file {path}: no such file")
+    text = file.read_text(encoding="utf-8")
+    try:
+        values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"--config-file {path} cannot be parsed: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config-file {path} must hold a mapping of keys to values")
+    unknown = sorted(set(values) - set(FILE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"--config-file {path}: unknown key(s) {', '.join(unknown)}; "
+            f"valid keys: {', '.join(FILE_KEYS)}"
+        )
+    return values
+
+
+def settings_from(arguments: argparse.Namespace) -> argparse.Namespace:
+    """The file's values under the flags that were given."""
+    values = read_config_file(arguments.config_file) if arguments.config_file else {}
+    merged = argparse.Namespace(**vars(arguments))
+    for key, value in values.items():
+        if key != "options" and getattr(merged, key, None) is None:
+            setattr(merged, key, value)
+    merged.task = merged.task or "classification"
+    merged.seed = 0 if merged.seed is None else merged.seed
+    options = dict(values.get("options") or {})
+    for item in arguments.option or []:
+        name, value = parse_assignment(item, "--option")
+        options[name] = parse_value(value)
+    merged.options = options
+    if not merged.method:
+        raise ConfigError("name the method: --method lora (or `method: lora` in --config-file)")
+    if not merged.out:
+        raise ConfigError("say where to save the adapter: --out DIR (or `out:` in --config-file)")
+    return merged
+
+
+def run_train(arguments: argparse.Namespace) -> dict[str, Any]:
+    """Train, evaluate on the held-out split, save the adapter; returns the figures."""
+    settings = settings_from(arguments)
+    spec = get_host().method(settings.method)
+    config = spec.parse_config(settings.options)
+    learning_rate = settings.learning_rate or spec.comparison_defaults.learning_rate
+    workload = workload_from(settings)
+    task = load_task(workload)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_arguments(
+            workload, scratch, learning_rate, plugins=[spec.name], config={spec.name: config}
+        )
+        trainer = build_trainer(task, args, spec.name, peftplug_methods=True)
+        cost = train_measured(trainer)
+    metric = task.evaluate(task.model)
+    directory = peftplug.save_adapter(task.model, settings.out)
+    return {
+        "method": spec.name,
+        "options": config.to_dict(),
+        "learning_rate": learning_rate,
+        "model": task.model_name,
+        "adapter": str(directory),
+        "metric": metric,
+        "training": cost.figures(),
+        "trainable": peftplug.trainable_parameters(task.model).trainable,
+    }

@@ -1,0 +1,50 @@
+"""Run one row in a child process of its own, and write its figures to a file.
+
+A fresh process per row keeps peak-memory figures honest and keeps one row's crash (out of
+memory, a native error) from taking the others down. The runner forks it from a server that
+has imported this module (torch, transformers and the plugins) but run nothing, which saves
+the ~20 s each import costs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+from transformers.utils import logging as transformers_logging
+
+from peftplug.atomic import atomic_write_files
+from peftplug.compare.options import RowSpec
+from peftplug.compare.peft_rows import run_peft
+from peftplug.compare.rows import run_method, run_untrained
+from peftplug.errors import PeftplugError
+
+RUNNERS = {"untrained": run_untrained, "method": run_method, "peft": run_peft}
+
+
+def run_row(spec: RowSpec) -> dict[str, Any]:
+    """The row's figures, or its error as a message (and the traceback for unexpected ones)."""
+    started = time.perf_counter()
+    try:
+        result = {"status": "ok", "error": None, **RUNNERS[spec.kind](spec)}
+    except Exception as error:  # the row reports it; the comparison goes on
+        result = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+        if not isinstance(error, PeftplugError | ValueError):
+            result["traceback"] = traceback.format_exc()
+    result["row_seconds"] = time.perf_counter() - started
+    return result
+
+
+def write_row_result(spec: RowSpec, result_path: Path) -> None:
+    """The child process's job: run the row quietly and write its result atomically."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills us
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, not ours
+    result = run_row(spec)
+    atomic_write_files({result_path: (json.dumps(result, indent=2) + "\n").encode()})
