@@ -1,14 +1,14 @@
 // CPU kernels of prefix_attention and its backward (schemas in peftplug/ops/prefix_attention.py).
 //
 // The real keys go through ATen's fused CPU flash attention, which also returns its
-// log-sum-exp. The prefix (P positions per key/value head, shared by the batch) is then
-// merged row by row in one pass: its P scores, one softmax over [prefix; keys] through the
-// two log-sum-exps, and the weighted prefix values. Nothing is concatenated, the prefix is
-// never expanded per example, and no [rows, P] intermediate is materialised. The backward
-// hands the merged output and log-sum-exp to the flash backward (which then yields exactly
-// the keys' share of the gradient) and adds the prefix's share, accumulating the prefix
-// gradient once per head in per-thread buffers. Attention dropout needs the reference's
-// seeded masks, so dropout_p > 0 runs the reference.
+// log-sum-exp. The prefix (P positions per key/value head, shared by the batch) is scored
+// with one GEMM per head into a [rows, P] block, turned in place, row by row, into its share
+// of one softmax over [prefix; keys] through the two log-sum-exps, and multiplied by the
+// prefix values. Nothing is concatenated and the prefix is never expanded per example. The
+// backward hands the merged output and log-sum-exp to the flash backward (which then yields
+// exactly the keys' share of the gradient) and adds the prefix's share with batched GEMMs,
+// the prefix gradient summed over the batch once per head. Attention dropout needs the
+// reference's seeded masks, so dropout_p > 0 runs the reference.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
