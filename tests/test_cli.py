@@ -29,3 +29,13 @@ def test_a_missing_subcommand_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as caught:
         main([])
     assert caught.value.code == 2
+
+
+def test_python_dash_m_peftplug_is_the_same_command_line() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "peftplug", "plugins", "--json"], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lora" in {plugin["name"] for plugin in json.loads(result.stdout)}

@@ -5,13 +5,21 @@ then the compiled module ``peftplug._C`` is loaded inside a guard that records w
 When it loads, its C++ kernels take over the devices they are registered for; every other
 case runs the reference. ``PEFTPLUG_USE_EXT=0`` leaves a built extension unloaded (to compare
 against the references, or to rule the kernels out).
+
+The CPU kernels are compiled for several instruction sets and take the best one this CPU runs;
+``PEFTPLUG_CPU_CAPABILITY=default|avx2|avx512`` forces one (an unknown or unrunnable choice is an
+error at import), and ``cpu_capability(name)`` forces one inside a ``with`` block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+from collections.abc import Iterator
 from typing import Any
+
+from peftplug.errors import PeftplugError
 
 from peftplug.ops.nf4 import nf4_dequantize, nf4_lora_linear
 from peftplug.ops.prefix_attention import attend_with_prefix as attend_with_prefix
@@ -39,7 +47,22 @@ def _load_extension() -> None:
         )
 
 
+class CpuCapabilityError(PeftplugError, ValueError):
+    """An instruction set for the CPU kernels that this build lacks or this CPU cannot run."""
+
+
+def _check_forced_capability() -> None:
+    """Surface a bad PEFTPLUG_CPU_CAPABILITY now, not at the first kernel call."""
+    if _extension is None:
+        return
+    try:
+        _extension.cpu_capabilities()
+    except ValueError as error:
+        raise CpuCapabilityError(str(error)) from None
+
+
 _load_extension()
+_check_forced_capability()
 
 
 def extension_status() -> dict[str, Any]:
@@ -54,4 +77,23 @@ def extension_status() -> dict[str, Any]:
     return {"loaded": True, **_extension.build_info()}
 
 
-__all__ = ["extension_status", "nf4_dequantize", "nf4_lora_linear"]
+@contextlib.contextmanager
+def cpu_capability(name: str) -> Iterator[None]:
+    """Run the compiled CPU kernels with instruction set ``name`` inside the block.
+
+    ``name`` is one of ``extension_status()["cpu_capabilities"]["supported"]``; on leaving, the
+    choice goes back to ``PEFTPLUG_CPU_CAPABILITY`` or the best the CPU runs.
+    """
+    if _extension is None:
+        raise CpuCapabilityError(f"no compiled CPU kernels to choose for: the extension is {_load_error}")
+    try:
+        _extension.set_cpu_capability(name)
+    except ValueError as error:
+        raise CpuCapabilityError(str(error)) from None
+    try:
+        yield
+    finally:
+        _extension.set_cpu_capability(None)
+
+
+__all__ = ["CpuCapabilityError", "cpu_capability", "extension_status", "nf4_dequantize", "nf4_lora_linear"]

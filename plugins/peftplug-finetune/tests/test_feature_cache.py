@@ -16,6 +16,14 @@ from peftplug.testing.tiny_models import classification_batch, tiny_bert_classif
 from peftplug_finetune import feature_cache
 
 CACHED = {"head": {"cache_features": True}}
+# Where the two sides run the backbone differently (other batch shapes or padding, another K/V
+# layout), outputs agree only up to float32 rounding: unit roundoff 2**-24 per rounding on the
+# longest path to a logit. In tiny BERT (2 layers, width 32, FFN 64, 12 positions, head dim 8)
+# that path is about 800 roundings: per layer the sums over the width for Q/K/V, the attention
+# output and the FFN input (32 each), two LayerNorms (mean and variance, 4 x 32), head dim 8,
+# positions (softmax sum and P @ V, 2 x 12) and FFN width 64; then the embedding LayerNorm, the
+# pooler and the classifier (128). Tiny Llama's path is shorter (about 550).
+ROUNDING = 800 * 2**-24
 
 
 def batches(count: int = 3) -> list[dict[str, torch.Tensor]]:
@@ -31,6 +39,12 @@ def counting_rows(module: nn.Module) -> Iterator[list[int]]:
         yield rows
     finally:
         handle.remove()
+
+
+def assert_close_up_to_rounding(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Within ROUNDING of each value, and of the largest one (the scale of the terms summed)."""
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=ROUNDING, atol=ROUNDING * scale)
 
 
 def logits_of(
@@ -102,7 +116,8 @@ def test_memory_stays_within_the_bound_and_extra_rows_are_computed() -> None:
     assert 0 < len(cache) < 16 and cache.nbytes <= 0.01 * 2**20 < cache.nbytes + row_bytes
     with counting_rows(model.bert.embeddings) as rows:
         for a, b in zip(logits_of(model, data), expected, strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            # rows the cache lacks run as a smaller batch (without the padded row: no mask)
+            assert_close_up_to_rounding(a, b)
     assert sum(rows) == 16 - len(cache)
 
 
@@ -149,7 +164,8 @@ def test_causal_lm_rows_are_cached_and_generation_bypasses_the_cache() -> None:
     with torch.no_grad():
         for _ in range(2):
             expected = plain(input_ids).logits
-            torch.testing.assert_close(model(input_ids).logits, expected, rtol=0, atol=0)
+            # plain copies K/V into its generation cache; the cached backbone runs without one
+            assert_close_up_to_rounding(model(input_ids).logits, expected)
     options = {"max_new_tokens": 4, "do_sample": False, "pad_token_id": 0}
     generated = model.generate(input_ids, **options)
     torch.testing.assert_close(generated, plain.generate(input_ids, **options))

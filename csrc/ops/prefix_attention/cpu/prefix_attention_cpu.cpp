@@ -8,16 +8,20 @@
 // backward hands the merged output and log-sum-exp to the flash backward (which then yields
 // exactly the keys' share of the gradient) and adds the prefix's share with batched GEMMs,
 // the prefix gradient summed over the batch once per head. Attention dropout needs the
-// reference's seeded masks, so dropout_p > 0 runs the reference.
+// reference's seeded masks, so dropout_p > 0 runs the reference. The row loops of the merge live
+// in isa/prefix_attention_kernels.cpp, compiled once per instruction set and chosen at run time.
+#include "prefix_attention_kernels.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include <cmath>
 #include <limits>
 
-namespace peftplug {
+#include "../../../cpu_capability.h"
+
+namespace peftplug::prefix_attention {
 namespace {
 
 using Outputs = std::tuple<at::Tensor, at::Tensor>;
@@ -65,35 +69,29 @@ at::Tensor prefix_scores(const at::Tensor& grouped_query, const at::Tensor& pref
   return at::matmul(grouped_query, prefix_key.transpose(-1, -2)).mul_(scale);
 }
 
+const CpuKernels& active_kernels() { return PEFTPLUG_ACTIVE_CPU_KERNELS(CpuKernels, kCpuKernels); }
+
+template <typename T>
+const RowKernels<T>& row_kernels();
+template <>
+const RowKernels<float>& row_kernels<float>() { return active_kernels().fp32; }
+template <>
+const RowKernels<double>& row_kernels<double>() { return active_kernels().fp64; }
+
+constexpr int64_t kRowsPerTask = 256;
+
 // In place, row by row: prefix scores -> probabilities under one softmax with the keys;
 // fills the merged log-sum-exp and the keys' weight exp(key_lse - lse) of each row.
 template <typename T>
-void merge_softmax(at::Tensor& scores, const at::Tensor& key_lse, at::Tensor& lse,
-                   at::Tensor& key_weight) {
-  const int64_t prefix = scores.size(-1), rows = key_lse.numel();
+void merge_softmax(at::Tensor& scores, const at::Tensor& key_lse, at::Tensor& lse, at::Tensor& key_weight) {
+  const RowKernels<T>& kernels = row_kernels<T>();
+  const int64_t prefix = scores.size(-1);
   T* values = scores.data_ptr<T>();
   const T* key_logsumexp = key_lse.data_ptr<T>();
   T* logsumexp = lse.data_ptr<T>();
   T* weights = key_weight.data_ptr<T>();
-  const T negative_infinity = -std::numeric_limits<T>::infinity();
-  at::parallel_for(0, rows, 256, [&](int64_t first, int64_t last) {
-    for (int64_t row = first; row < last; ++row) {
-      T* row_scores = values + row * prefix;
-      T top = key_logsumexp[row];
-      for (int64_t j = 0; j < prefix; ++j) top = std::max(top, row_scores[j]);
-      if (top == negative_infinity) {  // attends nothing: output 0, as SDPA gives
-        logsumexp[row] = negative_infinity;
-        weights[row] = 0;
-        std::fill(row_scores, row_scores + prefix, T(0));
-        continue;
-      }
-      T total = std::exp(key_logsumexp[row] - top);
-      for (int64_t j = 0; j < prefix; ++j) total += std::exp(row_scores[j] - top);
-      const T merged = top + std::log(total);
-      logsumexp[row] = merged;
-      weights[row] = std::exp(key_logsumexp[row] - merged);
-      for (int64_t j = 0; j < prefix; ++j) row_scores[j] = std::exp(row_scores[j] - merged);
-    }
+  at::parallel_for(0, key_lse.numel(), kRowsPerTask, [&](int64_t first, int64_t last) {
+    kernels.merge_softmax(values, prefix, key_logsumexp, logsumexp, weights, first, last);
   });
 }
 
@@ -102,21 +100,14 @@ void merge_softmax(at::Tensor& scores, const at::Tensor& key_lse, at::Tensor& ls
 template <typename T>
 void softmax_backward(at::Tensor& scores, at::Tensor& grad_probs, const at::Tensor& lse,
                       const at::Tensor& row_terms, double scale) {
-  const int64_t prefix = scores.size(-1), rows = lse.numel();
+  const RowKernels<T>& kernels = row_kernels<T>();
+  const int64_t prefix = scores.size(-1);
   T* probs = scores.data_ptr<T>();
   T* grads = grad_probs.data_ptr<T>();
   const T* logsumexp = lse.data_ptr<T>();
   const T* terms = row_terms.data_ptr<T>();
-  at::parallel_for(0, rows, 256, [&](int64_t first, int64_t last) {
-    for (int64_t row = first; row < last; ++row) {
-      T* p = probs + row * prefix;
-      T* g = grads + row * prefix;
-      const bool blind = std::isinf(logsumexp[row]);
-      for (int64_t j = 0; j < prefix; ++j) {
-        p[j] = blind ? T(0) : std::exp(p[j] - logsumexp[row]);
-        g[j] = p[j] * (g[j] - terms[row]) * static_cast<T>(scale);
-      }
-    }
+  at::parallel_for(0, lse.numel(), kRowsPerTask, [&](int64_t first, int64_t last) {
+    kernels.softmax_backward(probs, grads, prefix, logsumexp, terms, static_cast<T>(scale), first, last);
   });
 }
 
@@ -213,4 +204,4 @@ TORCH_LIBRARY_IMPL(peftplug, CPU, m) {
   m.impl("prefix_attention_backward", &prefix_attention_backward_cpu);
 }
 
-}  // namespace peftplug
+}  // namespace peftplug::prefix_attention

@@ -1,0 +1,202 @@
+// NF4 CPU kernels, compiled once per instruction set (setup.py gives this file CPU_CAPABILITY and
+// the matching -m flags). Everything but the 4-bit table lookup is written on
+// at::vec::Vectorized<float>, whose width and intrinsics follow CPU_CAPABILITY.
+//
+// matmul decodes a strip of a few output features' weights (kChunk inputs long) into a small
+// buffer that stays in L1, then multiplies it into every input row in register tiles of
+// kTileRows x kTileCols vector accumulators; partial sums live in memory between strips, so
+// each is reduced across lanes once. The weight is read at 4 bits and decoded once per call.
+//
+// Keep this file's includes to the vector headers: an inline function of a common header
+// compiled here with AVX flags could otherwise be picked by the linker for every caller.
+#include "../nf4_kernels.h"
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <bit>
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#include <immintrin.h>
+#endif
+
+namespace peftplug::nf4 {
+namespace CPU_CAPABILITY {
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = Vec::size();
+constexpr int64_t kChunk = 256;  // inputs per strip: 16 rows of x and kTileCols weight strips fit L1
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kTileRows = 8;  // 8 x 3 accumulators + 3 weights + 1 input of 32 registers
+constexpr int kTileCols = 3;
+#else
+constexpr int kTileRows = 4;  // 4 x 2 accumulators + 2 weights + 1 input of 16 registers
+constexpr int kTileCols = 2;
+#endif
+
+// 32 weights from 16 bytes (high nibble first), times their block's absmax, into out[0, 32).
+// Weight groups of 32 that start at a multiple of 32 never straddle a block (blocks are 32 to
+// 4096 weights), so one absmax serves the group.
+#if defined(CPU_CAPABILITY_AVX512)
+// The 16 NF4 values fill one register: one permutexvar per 16 weights is the table lookup.
+inline void decode32(const uint8_t* bytes, float absmax, float* out) {
+  const __m512 table = _mm512_loadu_ps(kNF4.data());
+  const __m512 scale = _mm512_set1_ps(absmax);
+  for (int half = 0; half < 2; ++half) {
+    const __m128i wide = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + 8 * half)));
+    const __m128i high = _mm_srli_epi16(wide, 4);
+    const __m128i low = _mm_and_si128(wide, _mm_set1_epi16(0xF));
+    const __m128i codes = _mm_or_si128(high, _mm_slli_epi16(low, 8));  // bytes: h0 l0 h1 l1 ...
+    _mm512_storeu_ps(out + 16 * half,
+                     _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes), table), scale));
+  }
+}
+#elif defined(CPU_CAPABILITY_AVX2)
+// Each of the four bytes of the 16 NF4 floats is one 16-entry byte table: four pshufb look them
+// up for 32 codes at once, and two rounds of unpacking reassemble the floats.
+constexpr std::array<std::array<uint8_t, 16>, 4> byte_planes() {
+  std::array<std::array<uint8_t, 16>, 4> planes{};
+  for (int code = 0; code < 16; ++code)
+    for (int plane = 0; plane < 4; ++plane)
+      planes[plane][code] = static_cast<uint8_t>(std::bit_cast<uint32_t>(kNF4[code]) >> (8 * plane));
+  return planes;
+}
+alignas(16) constexpr std::array<std::array<uint8_t, 16>, 4> kBytePlanes = byte_planes();
+
+inline void decode32(const uint8_t* bytes, float absmax, float* out) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+  const __m128i nibble = _mm_set1_epi8(0xF);
+  const __m128i high = _mm_and_si128(_mm_srli_epi16(raw, 4), nibble), low = _mm_and_si128(raw, nibble);
+  // codes 0-7 and 16-23 in the low 128-bit lane, 8-15 and 24-31 in the high one, in groups of
+  // four: the in-lane unpacks below then leave the floats in order
+  const __m256i codes = _mm256_permutevar8x32_epi32(
+      _mm256_set_m128i(_mm_unpackhi_epi8(high, low), _mm_unpacklo_epi8(high, low)),
+      _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+  std::array<__m256i, 4> plane;
+  for (int p = 0; p < 4; ++p)
+    plane[p] = _mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kBytePlanes[p].data()))), codes);
+  const __m256i low_pairs[2] = {_mm256_unpacklo_epi8(plane[0], plane[1]), _mm256_unpackhi_epi8(plane[0], plane[1])};
+  const __m256i high_pairs[2] = {_mm256_unpacklo_epi8(plane[2], plane[3]), _mm256_unpackhi_epi8(plane[2], plane[3])};
+  const __m256 scale = _mm256_set1_ps(absmax);
+  for (int half = 0; half < 2; ++half) {
+    const __m256i first = _mm256_unpacklo_epi16(low_pairs[half], high_pairs[half]);
+    const __m256i second = _mm256_unpackhi_epi16(low_pairs[half], high_pairs[half]);
+    _mm256_storeu_ps(out + 16 * half, _mm256_mul_ps(_mm256_castsi256_ps(first), scale));
+    _mm256_storeu_ps(out + 16 * half + 8, _mm256_mul_ps(_mm256_castsi256_ps(second), scale));
+  }
+}
+#else
+inline void decode32(const uint8_t* bytes, float absmax, float* out) {
+  for (int i = 0; i < 16; ++i) {
+    out[2 * i] = kNF4[bytes[i] >> 4] * absmax;
+    out[2 * i + 1] = kNF4[bytes[i] & 0xF] * absmax;
+  }
+}
+#endif
+
+float weight_at(const uint8_t* packed, const float* absmax, int shift, int64_t index) {
+  const uint8_t byte = packed[index >> 1];
+  return kNF4[(index & 1) ? (byte & 0xF) : (byte >> 4)] * absmax[index >> shift];
+}
+
+void dequantize(const uint8_t* packed, const float* absmax, int64_t blocksize, int64_t first,
+                int64_t last, float* out) {
+  const int shift = __builtin_ctzll(static_cast<unsigned long long>(blocksize));  // a power of 2
+  int64_t index = first;
+  for (const int64_t aligned = (first + 31) & ~int64_t{31}; index < last && index < aligned; ++index)
+    *out++ = weight_at(packed, absmax, shift, index);
+  for (; index + 32 <= last; index += 32, out += 32) decode32(packed + (index >> 1), absmax[index >> shift], out);
+  for (; index < last; ++index) *out++ = weight_at(packed, absmax, shift, index);
+}
+
+// sums[m * stride + c] += x[m, :count] * weights[c, :count] lane by lane, for ROWS rows (kChunk
+// apart) and COLS weight strips (kChunk apart); count is a multiple of the vector width.
+template <int ROWS, int COLS>
+void tile(const float* x, const float* weights, int64_t count, Vec* sums, int64_t stride) {
+  Vec acc[ROWS][COLS];
+  for (int m = 0; m < ROWS; ++m)
+    for (int c = 0; c < COLS; ++c) acc[m][c] = sums[m * stride + c];
+  for (int64_t k = 0; k < count; k += kLanes) {
+    Vec weight[COLS];
+    for (int c = 0; c < COLS; ++c) weight[c] = Vec::loadu(weights + c * kChunk + k);
+    for (int m = 0; m < ROWS; ++m) {
+      const Vec input = Vec::loadu(x + m * kChunk + k);
+      for (int c = 0; c < COLS; ++c) acc[m][c] = at::vec::fmadd(input, weight[c], acc[m][c]);
+    }
+  }
+  for (int m = 0; m < ROWS; ++m)
+    for (int c = 0; c < COLS; ++c) sums[m * stride + c] = acc[m][c];
+}
+
+// tile<rows, COLS> for a run-time rows in [1, ROWS].
+template <int ROWS, int COLS>
+void tile_of_rows(int rows, const float* x, const float* weights, int64_t count, Vec* sums, int64_t stride) {
+  if (rows == ROWS) return tile<ROWS, COLS>(x, weights, count, sums, stride);
+  if constexpr (ROWS > 1) tile_of_rows<ROWS - 1, COLS>(rows, x, weights, count, sums, stride);
+}
+
+void tile_of(int rows, int cols, const float* x, const float* weights, int64_t count, Vec* sums, int64_t stride) {
+  static_assert(kTileCols == 2 || kTileCols == 3);
+  if (cols == 3) return tile_of_rows<kTileRows, kTileCols>(rows, x, weights, count, sums, stride);
+  if (cols == 2) return tile_of_rows<kTileRows, 2>(rows, x, weights, count, sums, stride);
+  tile_of_rows<kTileRows, 1>(rows, x, weights, count, sums, stride);
+}
+
+float lane_sum(const Vec& vector) {
+  alignas(64) float lanes[kLanes];
+  vector.store(lanes);
+  float total = 0;
+  for (int64_t lane = 0; lane < kLanes; ++lane) total += lanes[lane];
+  return total;
+}
+
+constexpr int64_t kGroup = 8 * kTileCols;  // output features sharing one copy of an x chunk
+
+void matmul(const float* x, int64_t rows, int64_t in_features, const uint8_t* packed, const float* absmax,
+            int64_t blocksize, int64_t out_features, int64_t first, int64_t last, float* y) {
+  // x's chunk copied to rows kChunk apart: rows of x a power-of-two apart in memory would all
+  // fall into the same few L1 sets
+  alignas(64) float inputs[kMaxFusedRows * kChunk];
+  alignas(64) float weights[kTileCols * kChunk];
+  Vec sums[kMaxFusedRows * kGroup];
+  float tails[kMaxFusedRows * kGroup];  // products past the last whole vector of a chunk
+  for (int64_t group = first; group < last; group += kGroup) {
+    const int64_t features = last - group < kGroup ? last - group : kGroup;
+    for (int64_t i = 0; i < rows * kGroup; ++i) {
+      sums[i] = Vec(0.0f);
+      tails[i] = 0.0f;
+    }
+    for (int64_t k = 0; k < in_features; k += kChunk) {
+      const int64_t count = in_features - k < kChunk ? in_features - k : kChunk;
+      const int64_t whole = count - count % kLanes;
+      for (int64_t m = 0; m < rows; ++m)
+        for (int64_t i = 0; i < count; ++i) inputs[m * kChunk + i] = x[m * in_features + k + i];
+      for (int64_t feature = 0; feature < features; feature += kTileCols) {
+        const int cols = static_cast<int>(features - feature < kTileCols ? features - feature : kTileCols);
+        for (int c = 0; c < cols; ++c) {
+          const int64_t start = (group + feature + c) * in_features + k;
+          dequantize(packed, absmax, blocksize, start, start + count, weights + c * kChunk);
+        }
+        for (int64_t m = 0; m < rows; m += kTileRows) {
+          const int tile_rows = static_cast<int>(rows - m < kTileRows ? rows - m : kTileRows);
+          tile_of(tile_rows, cols, inputs + m * kChunk, weights, whole, sums + m * kGroup + feature, kGroup);
+        }
+        for (int64_t m = 0; m < rows; ++m)
+          for (int c = 0; c < cols; ++c)
+            for (int64_t i = whole; i < count; ++i)
+              tails[m * kGroup + feature + c] += inputs[m * kChunk + i] * weights[c * kChunk + i];
+      }
+    }
+    for (int64_t m = 0; m < rows; ++m)
+      for (int64_t f = 0; f < features; ++f)
+        y[m * out_features + group + f] = lane_sum(sums[m * kGroup + f]) + tails[m * kGroup + f];
+  }
+}
+
+}  // namespace
+
+extern const CpuKernels kCpuKernels{&dequantize, &matmul};
+
+}  // namespace CPU_CAPABILITY
+}  // namespace peftplug::nf4
