@@ -39,12 +39,14 @@ def capability(request: pytest.FixtureRequest) -> str:
         yield request.param
 
 
-# (rows, in, out, blocksize): the fused path (M <= 16) with in-features that are and are not a
-# multiple of the vector width or of 32, odd (rows start mid-byte), short last blocks; the GEMM
-# path (M > 16).
+# (rows, in, out, blocksize): the fused path (M <= 16: rows in registers up to 4 and at 8, in
+# tiles otherwise) with in-features that are and are not a multiple of 64 (word order), of the
+# vector width or of 32, odd ones (rows start mid-byte), blocks smaller than a decoding unit,
+# short last blocks; the GEMM path (M > 16).
 CASES = [
     (1, 576, 96, 64), (7, 256, 40, 32), (9, 128, 33, 128), (16, 100, 33, 64), (16, 2048, 64, 256),
-    (5, 4096, 50, 64), (2, 17, 7, 32), (3, 63, 5, 64), (17, 128, 48, 64), (64, 96, 24, 64),
+    (5, 4096, 50, 64), (2, 17, 7, 32), (3, 63, 5, 64), (8, 192, 20, 32), (4, 320, 9, 128),
+    (17, 128, 48, 64), (64, 96, 24, 64),
 ]
 
 

@@ -2,10 +2,13 @@
 // the matching -m flags). Everything but the 4-bit table lookup is written on
 // at::vec::Vectorized<float>, whose width and intrinsics follow CPU_CAPABILITY.
 //
-// matmul decodes a strip of a few output features' weights (kChunk inputs long) into a small
-// buffer that stays in L1, then multiplies it into every input row in register tiles of
-// kTileRows x kTileCols vector accumulators; partial sums live in memory between strips, so
-// each is reduced across lanes once. The weight is read at 4 bits and decoded once per call.
+// matmul copies the few input rows once, chunk by chunk, then decodes a strip of a few output
+// features' weights (kChunk inputs long) into a small buffer that stays in L1 and multiplies it
+// into every input row in register tiles of kTileRows x kTileCols vector accumulators; partial
+// sums live in memory between strips, so each is reduced across lanes once. The weight is read
+// at 4 bits and decoded once per call. On AVX2 and AVX-512 the strips are decoded in "word
+// order" (below), which needs no shuffle but the table lookup, and the input copy is permuted
+// the same way, which leaves every dot product as it was.
 //
 // Keep this file's includes to the vector headers: an inline function of a common header
 // compiled here with AVX flags could otherwise be picked by the linker for every caller.
@@ -14,6 +17,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <bit>
+#include <memory>
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
@@ -29,8 +33,11 @@ constexpr int64_t kChunk = 256;  // inputs per strip: 16 rows of x and kTileCols
 #if defined(CPU_CAPABILITY_AVX512)
 constexpr int kTileRows = 8;  // 8 x 3 accumulators + 3 weights + 1 input of 32 registers
 constexpr int kTileCols = 3;
+#elif defined(CPU_CAPABILITY_AVX2)
+constexpr int kTileRows = 4;  // 4 x 3 accumulators + 3 weights of 16 registers (inputs from L1)
+constexpr int kTileCols = 3;
 #else
-constexpr int kTileRows = 4;  // 4 x 2 accumulators + 2 weights + 1 input of 16 registers
+constexpr int kTileRows = 4;
 constexpr int kTileCols = 2;
 #endif
 
@@ -95,6 +102,67 @@ inline void decode32(const uint8_t* bytes, float absmax, float* out) {
 }
 #endif
 
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// Word order: a unit of kUnit = 8 * kLanes weights is read as kLanes little-endian 32-bit words
+// of 8 codes each, and decoded vector j holds code j (bits 4j to 4j + 3) of every word, so lane
+// i holds weight 8 i + kCodeOffset[j] of the unit (the high nibble of a byte comes first).
+constexpr bool kWordOrder = true;
+constexpr std::array<int64_t, 8> kCodeOffset = {1, 0, 3, 2, 5, 4, 7, 6};
+#else
+constexpr bool kWordOrder = false;
+#endif
+constexpr int64_t kUnit = 8 * kLanes;
+static_assert(kChunk % kUnit == 0);
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// The absmax of each lane's 8 weights: one block for the unit, or (blocks of 32 or 64 weights
+// under AVX-512's 128-weight units) a few.
+Vec unit_scales(const float* absmax, int shift, int64_t index) {
+  if ((int64_t{1} << shift) >= kUnit) return Vec(absmax[index >> shift]);
+  alignas(64) float scales[kLanes];
+  for (int64_t lane = 0; lane < kLanes; ++lane) scales[lane] = absmax[(index + 8 * lane) >> shift];
+  return Vec::loadu(scales);
+}
+
+// The code values of one unit, one code of every word at a time.
+class UnitDecoder {
+ public:
+#if defined(CPU_CAPABILITY_AVX512)
+  explicit UnitDecoder(const uint8_t* bytes)
+      : words_(_mm512_loadu_si512(bytes)), table_(_mm512_loadu_ps(kNF4.data())) {}
+  Vec code(int j) const {  // permutexvar reads the low 4 bits of each word
+    return Vec(_mm512_permutexvar_ps(_mm512_srli_epi32(words_, 4 * j), table_));
+  }
+
+ private:
+  __m512i words_;
+  __m512 table_;
+#else
+  explicit UnitDecoder(const uint8_t* bytes)
+      : words_(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes))),
+        low_(_mm256_loadu_ps(kNF4.data())),
+        high_(_mm256_loadu_ps(kNF4.data() + 8)) {}
+  Vec code(int j) const {  // permutevar8x32 reads the low 3 bits; bit 3, moved to the sign, picks the half
+    const __m256i shifted = _mm256_srli_epi32(words_, 4 * j);
+    const __m256 upper = _mm256_castsi256_ps(_mm256_slli_epi32(words_, 28 - 4 * j));
+    return Vec(_mm256_blendv_ps(_mm256_permutevar8x32_ps(low_, shifted), _mm256_permutevar8x32_ps(high_, shifted),
+                                upper));
+  }
+
+ private:
+  __m256i words_;
+  __m256 low_, high_;
+#endif
+};
+
+// The kUnit weights from flat index `index` (a multiple of kUnit) into out[0, kUnit), in word order.
+void decode_unit(const uint8_t* packed, const float* absmax, int shift, int64_t index, float* out) {
+  const Vec scale = unit_scales(absmax, shift, index);
+  const UnitDecoder decoder(packed + (index >> 1));
+  for (int code = 0; code < 8; ++code) (decoder.code(code) * scale).store(out + code * kLanes);
+}
+#endif
+
 float weight_at(const uint8_t* packed, const float* absmax, int shift, int64_t index) {
   const uint8_t byte = packed[index >> 1];
   return kNF4[(index & 1) ? (byte & 0xF) : (byte >> 4)] * absmax[index >> shift];
@@ -151,46 +219,115 @@ float lane_sum(const Vec& vector) {
   return total;
 }
 
-constexpr int64_t kGroup = 8 * kTileCols;  // output features sharing one copy of an x chunk
+// rows x in_features inputs -> [chunk][row][kChunk], each unit in word order when word_order.
+void copy_inputs(const float* x, int64_t rows, int64_t in_features, bool word_order, float* out) {
+  for (int64_t k = 0; k < in_features; k += kChunk) {
+    const int64_t count = in_features - k < kChunk ? in_features - k : kChunk;
+    for (int64_t m = 0; m < rows; ++m, out += kChunk) {
+      const float* row = x + m * in_features + k;
+      if (!word_order) {
+        for (int64_t i = 0; i < count; ++i) out[i] = row[i];
+        continue;
+      }
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+      for (int64_t unit = 0; unit < count; unit += kUnit)
+        for (int64_t code = 0; code < 8; ++code)
+          for (int64_t lane = 0; lane < kLanes; ++lane)
+            out[unit + code * kLanes + lane] = row[unit + 8 * lane + kCodeOffset[code]];
+#endif
+    }
+  }
+}
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+// ROWS <= kRegisterRows rows (of `rows` in the input copy) in word order, feature by feature:
+// each decoded weight vector goes from the table lookup straight into every row's accumulator,
+// never through memory. For one or two full passes of kRegisterRows rows this beats the tiles
+// even though it decodes the weight once per pass.
+constexpr int kRegisterRows = 4;
+
+template <int ROWS>
+void matmul_in_registers(const float* inputs, int64_t rows, int64_t in_features, const uint8_t* packed,
+                         const float* absmax, int shift, int64_t out_features, int64_t first, int64_t last,
+                         float* y) {
+  for (int64_t feature = first; feature < last; ++feature) {
+    Vec acc[ROWS];
+    for (int m = 0; m < ROWS; ++m) acc[m] = Vec(0.0f);
+    for (int64_t k = 0; k < in_features; k += kUnit) {
+      const float* x = inputs + (k / kChunk) * rows * kChunk + k % kChunk;
+      const int64_t index = feature * in_features + k;
+      const UnitDecoder decoder(packed + (index >> 1));
+      Vec unit[ROWS];  // unscaled: each lane's 8 weights share one absmax, applied once below
+      for (int m = 0; m < ROWS; ++m) unit[m] = Vec(0.0f);
+      for (int code = 0; code < 8; ++code) {
+        const Vec values = decoder.code(code);
+        for (int m = 0; m < ROWS; ++m)
+          unit[m] = at::vec::fmadd(Vec::loadu(x + m * kChunk + code * kLanes), values, unit[m]);
+      }
+      const Vec scale = unit_scales(absmax, shift, index);
+      for (int m = 0; m < ROWS; ++m) acc[m] = at::vec::fmadd(unit[m], scale, acc[m]);
+    }
+    for (int m = 0; m < ROWS; ++m) y[m * out_features + feature] = lane_sum(acc[m]);
+  }
+}
+#endif
 
 void matmul(const float* x, int64_t rows, int64_t in_features, const uint8_t* packed, const float* absmax,
             int64_t blocksize, int64_t out_features, int64_t first, int64_t last, float* y) {
-  // x's chunk copied to rows kChunk apart: rows of x a power-of-two apart in memory would all
-  // fall into the same few L1 sets
-  alignas(64) float inputs[kMaxFusedRows * kChunk];
+  [[maybe_unused]] const int shift = __builtin_ctzll(static_cast<unsigned long long>(blocksize));
+  const bool word_order = kWordOrder && in_features % kUnit == 0;  // then every strip is whole units
+  const int64_t chunks = (in_features + kChunk - 1) / kChunk;
+  const std::unique_ptr<float[]> inputs(new float[chunks * rows * kChunk]);
+  copy_inputs(x, rows, in_features, word_order, inputs.get());
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  if (word_order && (rows <= kRegisterRows || rows == 2 * kRegisterRows)) {
+    constexpr std::array<decltype(&matmul_in_registers<1>), kRegisterRows> by_rows = {
+        &matmul_in_registers<1>, &matmul_in_registers<2>, &matmul_in_registers<3>, &matmul_in_registers<4>};
+    for (int64_t m = 0; m < rows; m += kRegisterRows) {
+      const int64_t count = rows - m < kRegisterRows ? rows - m : kRegisterRows;
+      by_rows[count - 1](inputs.get() + m * kChunk, rows, in_features, packed, absmax, shift, out_features, first,
+                         last, y + m * out_features);
+    }
+    return;
+  }
+#endif
   alignas(64) float weights[kTileCols * kChunk];
-  Vec sums[kMaxFusedRows * kGroup];
-  float tails[kMaxFusedRows * kGroup];  // products past the last whole vector of a chunk
-  for (int64_t group = first; group < last; group += kGroup) {
-    const int64_t features = last - group < kGroup ? last - group : kGroup;
-    for (int64_t i = 0; i < rows * kGroup; ++i) {
+  Vec sums[kMaxFusedRows * kTileCols];
+  float tails[kMaxFusedRows * kTileCols];  // products past the last whole vector of a strip
+  for (int64_t feature = first; feature < last; feature += kTileCols) {
+    const int cols = static_cast<int>(last - feature < kTileCols ? last - feature : kTileCols);
+    for (int64_t i = 0; i < rows * kTileCols; ++i) {
       sums[i] = Vec(0.0f);
       tails[i] = 0.0f;
     }
-    for (int64_t k = 0; k < in_features; k += kChunk) {
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const int64_t k = chunk * kChunk;
       const int64_t count = in_features - k < kChunk ? in_features - k : kChunk;
       const int64_t whole = count - count % kLanes;
-      for (int64_t m = 0; m < rows; ++m)
-        for (int64_t i = 0; i < count; ++i) inputs[m * kChunk + i] = x[m * in_features + k + i];
-      for (int64_t feature = 0; feature < features; feature += kTileCols) {
-        const int cols = static_cast<int>(features - feature < kTileCols ? features - feature : kTileCols);
-        for (int c = 0; c < cols; ++c) {
-          const int64_t start = (group + feature + c) * in_features + k;
-          dequantize(packed, absmax, blocksize, start, start + count, weights + c * kChunk);
+      for (int c = 0; c < cols; ++c) {
+        const int64_t start = (feature + c) * in_features + k;
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+        if (word_order) {
+          for (int64_t unit = 0; unit < count; unit += kUnit)
+            decode_unit(packed, absmax, shift, start + unit, weights + c * kChunk + unit);
+          continue;
         }
-        for (int64_t m = 0; m < rows; m += kTileRows) {
-          const int tile_rows = static_cast<int>(rows - m < kTileRows ? rows - m : kTileRows);
-          tile_of(tile_rows, cols, inputs + m * kChunk, weights, whole, sums + m * kGroup + feature, kGroup);
-        }
-        for (int64_t m = 0; m < rows; ++m)
-          for (int c = 0; c < cols; ++c)
-            for (int64_t i = whole; i < count; ++i)
-              tails[m * kGroup + feature + c] += inputs[m * kChunk + i] * weights[c * kChunk + i];
+#endif
+        dequantize(packed, absmax, blocksize, start, start + count, weights + c * kChunk);
       }
+      const float* chunk_inputs = inputs.get() + chunk * rows * kChunk;
+      for (int64_t m = 0; m < rows; m += kTileRows) {
+        const int tile_rows = static_cast<int>(rows - m < kTileRows ? rows - m : kTileRows);
+        tile_of(tile_rows, cols, chunk_inputs + m * kChunk, weights, whole, sums + m * kTileCols, kTileCols);
+      }
+      for (int64_t m = 0; m < rows; ++m)
+        for (int c = 0; c < cols; ++c)
+          for (int64_t i = whole; i < count; ++i)
+            tails[m * kTileCols + c] += chunk_inputs[m * kChunk + i] * weights[c * kChunk + i];
     }
     for (int64_t m = 0; m < rows; ++m)
-      for (int64_t f = 0; f < features; ++f)
-        y[m * out_features + group + f] = lane_sum(sums[m * kGroup + f]) + tails[m * kGroup + f];
+      for (int c = 0; c < cols; ++c)
+        y[m * out_features + feature + c] = lane_sum(sums[m * kTileCols + c]) + tails[m * kTileCols + c];
   }
 }
 
