@@ -42,6 +42,20 @@ const Table& active_table(const std::array<const Table*, 3>& tables) {
 
 }  // namespace peftplug
 
+// Declares the copies of kernel table `const Type name` that an isa/ file defines in namespaces
+// DEFAULT, AVX2 and AVX512 (the last two on x86-64 builds only; PEFTPLUG_ACTIVE_CPU_KERNELS
+// refers only to those built).
+#define PEFTPLUG_DECLARE_CPU_KERNELS(Type, name) \
+  namespace DEFAULT {                            \
+  extern const Type name;                        \
+  }                                              \
+  namespace AVX2 {                               \
+  extern const Type name;                        \
+  }                                              \
+  namespace AVX512 {                             \
+  extern const Type name;                        \
+  }
+
 // The copy of kernel table `name` for the active instruction set, where an isa/ file defines
 // `name` in namespaces DEFAULT, AVX2 and AVX512 (the last two on x86-64 builds only).
 #ifdef PEFTPLUG_BUILT_AVX2

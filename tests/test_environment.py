@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,11 @@ def _locked() -> dict[str, str]:
 
 
 def _installed() -> dict[str, str]:
-    """Every distribution in the environment but ours, with local labels (+cpu) dropped."""
-    found = {_canonical(d.metadata["Name"]): d.version.split("+")[0] for d in importlib.metadata.distributions()}
+    """Every distribution installed in the environment (as pip freeze lists them, not the copies
+    vendored inside setuptools) but ours, with local labels (+cpu) dropped."""
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    distributions = importlib.metadata.distributions(path=site)
+    found = {_canonical(d.metadata["Name"]): d.version.split("+")[0] for d in distributions}
     return {name: version for name, version in found.items() if not name.startswith("peftplug")}
 
 

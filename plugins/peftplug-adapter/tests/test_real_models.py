@@ -40,7 +40,7 @@ def test_encoder_beats_chance_on_reviews_and_round_trips(tmp_path: Path) -> None
     model, tokenizer = load_encoder()
     reviews = load_reviews()
     train = classification_dataset(tokenizer, reviews.train, max_length=64)
-    held_out = classification_dataset(tokenizer, reviews.test[:500], max_length=64)
+    held_out = classification_dataset(tokenizer, reviews.test[:300], max_length=64)
     trainer = stock_trainer(
         model, train, DataCollatorWithPadding(tokenizer), tmp_path,
         {"adapter": {"placement": "houlsby"}},
@@ -65,8 +65,8 @@ def test_encoder_beats_chance_on_reviews_and_round_trips(tmp_path: Path) -> None
 def test_causal_lm_starts_at_the_base_loss_and_learns_the_qa_pairs(tmp_path: Path) -> None:
     model, tokenizer = load_causal_lm()
     pairs = load_qa_pairs()
-    train = causal_lm_dataset(tokenizer, pairs.train, max_length=96)
-    held_out = causal_lm_dataset(tokenizer, pairs.test[:64], max_length=96)
+    train = causal_lm_dataset(tokenizer, pairs.train, max_length=64)
+    held_out = causal_lm_dataset(tokenizer, pairs.test[:32], max_length=64)
     collator = CausalLMCollator(tokenizer.pad_token_id)
     base_loss = causal_lm_loss(model, held_out, collator)
 

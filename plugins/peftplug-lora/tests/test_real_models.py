@@ -26,8 +26,8 @@ def test_lora_on_the_encoder_beats_chance_on_the_review_snippets(tmp_path: Path)
     split = load_reviews(test_size=2000, seed=0)
     model, tokenizer = load_encoder(num_labels=2)
     collate = DataCollatorWithPadding(tokenizer)
-    test = classification_dataset(tokenizer, split.test[:600])
-    majority = majority_share([record.label for record in split.test[:600]])
+    test = classification_dataset(tokenizer, split.test[:300])
+    majority = majority_share([record.label for record in split.test[:300]])
     stock_trainer(
         model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
         {"lora": {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}},
@@ -41,10 +41,10 @@ def test_lora_on_the_causal_lm_lowers_held_out_loss(tmp_path: Path) -> None:
     split = load_qa_pairs(test_size=200, seed=0)
     model, tokenizer = load_causal_lm()
     collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
-    held_out = causal_lm_dataset(tokenizer, split.test[:80], max_length=96)
+    held_out = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
     before = causal_lm_loss(model, held_out, collate)
     stock_trainer(
-        model, causal_lm_dataset(tokenizer, split.train, max_length=96), collate, tmp_path,
+        model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}},
         max_steps=30, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=3,
     ).train()

@@ -67,10 +67,10 @@ def test_prefix_tuning_on_the_causal_lm_with_checkpointing_lowers_loss_and_gener
     split = load_qa_pairs(test_size=200, seed=0)
     model, tokenizer = load_causal_lm()
     collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
-    held_out = causal_lm_dataset(tokenizer, split.test[:40], max_length=96)
+    held_out = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
     before = causal_lm_loss(model, held_out, collate)
     trainer = _train(
-        model, causal_lm_dataset(tokenizer, split.train, max_length=96), collate, tmp_path,
+        model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"num_virtual_tokens": 20, "projection": False}, gradient_checkpointing=True,
         max_steps=12, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=1,
     )

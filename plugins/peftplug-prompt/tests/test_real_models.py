@@ -65,10 +65,10 @@ def test_prompt_tuning_on_the_causal_lm_lowers_loss_and_generates(tmp_path: Path
     split = load_qa_pairs(test_size=200, seed=0)
     model, tokenizer = load_causal_lm()
     collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
-    held_out = causal_lm_dataset(tokenizer, split.test[:60], max_length=96)
+    held_out = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
     before = causal_lm_loss(model, held_out, collate)
     stock_trainer(
-        model, causal_lm_dataset(tokenizer, split.train, max_length=96), collate, tmp_path,
+        model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"prompt": {"num_virtual_tokens": 20}},
         max_steps=20, per_device_train_batch_size=4, learning_rate=3e-2, warmup_steps=2,
     ).train()

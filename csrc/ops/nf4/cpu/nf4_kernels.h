@@ -5,6 +5,8 @@
 #include <array>
 #include <cstdint>
 
+#include "../../../cpu_capability.h"
+
 namespace peftplug::nf4 {
 
 // The 16 NF4 values (QLoRA, appendix E), as bitsandbytes stores them.
@@ -30,18 +32,6 @@ struct CpuKernels {
                  int64_t last, float* y);
 };
 
-namespace DEFAULT {
-extern const CpuKernels kCpuKernels;
-}
-#ifdef PEFTPLUG_BUILT_AVX2
-namespace AVX2 {
-extern const CpuKernels kCpuKernels;
-}
-#endif
-#ifdef PEFTPLUG_BUILT_AVX512
-namespace AVX512 {
-extern const CpuKernels kCpuKernels;
-}
-#endif
+PEFTPLUG_DECLARE_CPU_KERNELS(CpuKernels, kCpuKernels)
 
 }  // namespace peftplug::nf4

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "../../../cpu_capability.h"
+
 namespace peftplug::prefix_attention {
 
 template <typename T>
@@ -26,18 +28,6 @@ struct CpuKernels {
   RowKernels<double> fp64;
 };
 
-namespace DEFAULT {
-extern const CpuKernels kCpuKernels;
-}
-#ifdef PEFTPLUG_BUILT_AVX2
-namespace AVX2 {
-extern const CpuKernels kCpuKernels;
-}
-#endif
-#ifdef PEFTPLUG_BUILT_AVX512
-namespace AVX512 {
-extern const CpuKernels kCpuKernels;
-}
-#endif
+PEFTPLUG_DECLARE_CPU_KERNELS(CpuKernels, kCpuKernels)
 
 }  // namespace peftplug::prefix_attention

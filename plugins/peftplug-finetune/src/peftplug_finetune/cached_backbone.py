@@ -17,6 +17,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from peftplug import AdapterLayer, ConfigError, PeftplugError, TargetError
+from peftplug.kv_cache import kv_cache
 from peftplug_finetune.feature_cache import FeatureCache, RowOutput
 
 # Read only by loss functions (the Trainer passes it along), never by a backbone's output.
@@ -129,7 +130,7 @@ class CachedBackbone:
                 named.update(value)
             else:
                 named[name] = value
-        if "use_cache" in self.signature.parameters and named.get("past_key_values") is None:
+        if "use_cache" in self.signature.parameters and kv_cache(named) is None:
             # a generation key/value cache nobody asked for is not a per-row tensor
             named["use_cache"] = named.get("use_cache") or False
         return named

@@ -10,7 +10,8 @@ The rule, per input (B = batch, P = virtual tokens, L = real tokens):
   prompt; sequence-level labels ``(B,)`` are left alone.
 With a non-empty KV cache (generation after the first step) the prompt is already in the
 cache: nothing is prepended, the mask gets the P ones the caller does not know about, and
-positions shift by P.
+positions shift by P. The cache arrives as ``cache`` (transformers >= 5.24, whose ``generate``
+passes that name) or ``past_key_values`` (earlier releases, and callers still using it).
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ from typing import Any
 
 import torch
 
+from peftplug.kv_cache import kv_cache
+
 IGNORE_INDEX = -100
 
 
-def cache_length(past_key_values: Any) -> int:
+def cache_length(cache: Any) -> int:
     """Tokens already in a KV cache (a transformers ``Cache`` or the legacy tuple form)."""
-    if past_key_values is None:
+    if cache is None:
         return 0
-    if hasattr(past_key_values, "get_seq_length"):
-        return int(past_key_values.get_seq_length())
-    return int(past_key_values[0][0].shape[-2]) if len(past_key_values) else 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return int(cache[0][0].shape[-2]) if len(cache) else 0
 
 
 def _prepend(tensor: torch.Tensor | None, count: int, value: int) -> torch.Tensor | None:
@@ -65,7 +68,7 @@ def with_virtual_tokens(
             raise ValueError("a prompt-tuned model needs input_ids or inputs_embeds")
         embeds = embed(input_ids)
     new_tokens = embeds.shape[1]
-    cached = cache_length(inputs.get("past_key_values"))
+    cached = cache_length(kv_cache(inputs))
     mask = inputs.get("attention_mask")
     if mask is not None and mask.dim() != 2:
         raise ValueError(
