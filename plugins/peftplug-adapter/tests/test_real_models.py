@@ -44,8 +44,8 @@ def test_encoder_beats_chance_on_reviews_and_round_trips(tmp_path: Path) -> None
     trainer = stock_trainer(
         model, train, DataCollatorWithPadding(tokenizer), tmp_path,
         {"adapter": {"placement": "houlsby"}},
-        max_steps=100, per_device_train_batch_size=16, per_device_eval_batch_size=64,
-        learning_rate=3e-3, warmup_steps=10,
+        max_steps=70, per_device_train_batch_size=16, per_device_eval_batch_size=64,
+        learning_rate=3e-3, warmup_steps=7,
     )
     trainer.train()
     predictions = trainer.predict(held_out)
@@ -74,7 +74,7 @@ def test_causal_lm_starts_at_the_base_loss_and_learns_the_qa_pairs(tmp_path: Pat
     assert causal_lm_loss(model, held_out, collator) == base_loss  # zero up-projection: no change
     trainer = stock_trainer(
         model, train, collator, tmp_path, None,
-        max_steps=30, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=3,
+        max_steps=20, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=2,
     )
     trainer.train()
     assert causal_lm_loss(trainer.model, held_out, collator) < base_loss - 0.3

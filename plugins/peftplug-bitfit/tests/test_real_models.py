@@ -63,7 +63,7 @@ def test_bitfit_learns_review_sentiment_through_the_stock_trainer(tmp_path: Path
     model, tokenizer = load_encoder()
     split = load_reviews()
     collate = DataCollatorWithPadding(tokenizer)
-    held_out = classification_dataset(tokenizer, split.test[:300], max_length=64)
+    held_out = classification_dataset(tokenizer, split.test[:500], max_length=64)
     trainer = stock_trainer(
         model, classification_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"bitfit": {}},
@@ -107,7 +107,7 @@ def test_train_norms_lowers_smollm2_held_out_loss(tmp_path: Path) -> None:
     trainer = stock_trainer(
         model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"bitfit": {"train_norms": True}},
-        max_steps=30, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=3,
+        max_steps=20, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=2,
     )
     assert trainable(trainer.model) == norms
     before = causal_lm_loss(trainer.model, held_out, collate)

@@ -109,8 +109,8 @@ def test_head_with_cached_features_learns_and_later_epochs_skip_the_backbone(
 def test_partial_fine_tuning_trains_the_causal_lm(tmp_path: Path) -> None:
     model, tokenizer = load_causal_lm()
     split = load_qa_pairs()
-    train = causal_lm_dataset(tokenizer, split.train[:200], max_length=64)
-    test = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
+    train = causal_lm_dataset(tokenizer, split.train[:200], max_length=96)
+    test = causal_lm_dataset(tokenizer, split.test[:48], max_length=96)
     collator = CausalLMCollator(tokenizer.pad_token_id)
     before = causal_lm_loss(model, test, collator)
     trainer = stock_trainer(

@@ -31,7 +31,7 @@ def test_lora_on_the_encoder_beats_chance_on_the_review_snippets(tmp_path: Path)
     stock_trainer(
         model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
         {"lora": {"r": 8, "alpha": 16, "target_modules": ["query", "value"]}},
-        max_steps=100, per_device_train_batch_size=16, learning_rate=2e-3, warmup_steps=10,
+        max_steps=70, per_device_train_batch_size=16, learning_rate=2e-3, warmup_steps=7,
     ).train()
     accuracy = classification_accuracy(model, test, collate)
     assert accuracy >= max(0.65, majority + 0.05), f"{accuracy:.3f} (majority {majority:.3f})"
@@ -46,7 +46,7 @@ def test_lora_on_the_causal_lm_lowers_held_out_loss(tmp_path: Path) -> None:
     stock_trainer(
         model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}},
-        max_steps=30, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=3,
+        max_steps=20, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=2,
     ).train()
     after = causal_lm_loss(model, held_out, collate)
     assert after < before - 0.1, f"held-out loss {before:.3f} -> {after:.3f}"

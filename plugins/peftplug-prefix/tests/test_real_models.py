@@ -49,7 +49,7 @@ def test_prefix_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
     config["init_text"] = "Classify the sentiment of this review:"
     _train(
         model, classification_dataset(tokenizer, split.train[:960]), collate, tmp_path, config,
-        max_steps=60, per_device_train_batch_size=16, learning_rate=1e-2, warmup_steps=6,
+        max_steps=40, per_device_train_batch_size=16, learning_rate=1e-2, warmup_steps=4,
     )
     after = classification_accuracy(model, held_out, collate)
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
@@ -72,7 +72,7 @@ def test_prefix_tuning_on_the_causal_lm_with_checkpointing_lowers_loss_and_gener
     trainer = _train(
         model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"num_virtual_tokens": 20, "projection": False}, gradient_checkpointing=True,
-        max_steps=12, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=1,
+        max_steps=8, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=1,
     )
     assert trainer.model.is_activation_checkpointing
     after = causal_lm_loss(model, held_out, collate)

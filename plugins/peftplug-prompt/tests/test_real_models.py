@@ -38,7 +38,7 @@ def test_prompt_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
     stock_trainer(
         model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
         {"prompt": config},
-        max_steps=100, per_device_train_batch_size=16, learning_rate=3e-2, warmup_steps=10,
+        max_steps=60, per_device_train_batch_size=16, learning_rate=3e-2, warmup_steps=6,
     ).train()
     after = classification_accuracy(model, held_out, collate)
     hidden, labels = model.config.hidden_size, model.config.num_labels
@@ -70,7 +70,7 @@ def test_prompt_tuning_on_the_causal_lm_lowers_loss_and_generates(tmp_path: Path
     stock_trainer(
         model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
         {"prompt": {"num_virtual_tokens": 20}},
-        max_steps=20, per_device_train_batch_size=4, learning_rate=3e-2, warmup_steps=2,
+        max_steps=12, per_device_train_batch_size=4, learning_rate=3e-2, warmup_steps=1,
     ).train()
     after = causal_lm_loss(model, held_out, collate)
     print(f"prompt on the causal LM: held-out loss {before:.3f} -> {after:.3f}")

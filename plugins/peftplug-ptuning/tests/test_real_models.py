@@ -37,7 +37,7 @@ def test_ptuning_on_the_encoder_improves_accuracy_and_folds(tmp_path: Path) -> N
     stock_trainer(
         model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
         {"ptuning": config},
-        max_steps=100, per_device_train_batch_size=16, learning_rate=3e-2, warmup_steps=10,
+        max_steps=60, per_device_train_batch_size=16, learning_rate=3e-2, warmup_steps=6,
     ).train()
     after = classification_accuracy(model, held_out, collate)
     trainable = peftplug.trainable_parameters(model).trainable
