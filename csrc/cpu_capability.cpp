@@ -1,7 +1,5 @@
 #include "cpu_capability.h"
 
-#include <ATen/cpu/Utils.h>
-
 #include <atomic>
 #include <cstdlib>
 #include <stdexcept>
@@ -11,27 +9,26 @@ namespace {
 
 constexpr const char* kEnvironmentVariable = "PEFTPLUG_CPU_CAPABILITY";
 
-bool has_features(std::initializer_list<const char*> names) {
-  static const auto features = at::cpu::get_cpu_capabilities();
-  for (const char* name : names) {
-    const auto found = features.find(name);
-    if (found == features.end() || !found->second.isBool() || !found->second.toBool()) return false;
-  }
-  return true;
-}
-
-// What the CPU must offer for the flags setup.py compiles each path with.
+// What the CPU (and the OS, which must save the wider registers) offers for the flags setup.py
+// compiles each path with. The compiler's CPUID query, not ATen's: its API differs between
+// torch releases, and the extension builds against each.
 bool cpu_can_run(CpuCapability capability) {
   switch (capability) {
     case CpuCapability::Default:
       return true;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     case CpuCapability::Avx2:
-      return has_features({"avx2", "fma3", "f16c", "bmi2"});
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+             __builtin_cpu_supports("bmi2");
     case CpuCapability::Avx512:
-      return cpu_can_run(CpuCapability::Avx2) &&
-             has_features({"avx512_f", "avx512_bw", "avx512_vl", "avx512_dq"});
+      return cpu_can_run(CpuCapability::Avx2) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512dq");
+#endif
+    default:
+      return false;
   }
-  return false;
 }
 
 std::string joined_names(const std::vector<CpuCapability>& capabilities) {

@@ -22,7 +22,7 @@ std::string capability_name(CpuCapability capability);
 // Compiled into this build, in increasing order.
 std::vector<CpuCapability> compiled_cpu_capabilities();
 
-// Compiled and runnable on this CPU (its features read at run time through ATen's cpuinfo).
+// Compiled and runnable on this CPU (its features read at run time with CPUID).
 std::vector<CpuCapability> supported_cpu_capabilities();
 
 // The path the kernels take now. Throws std::invalid_argument, naming the choices, when
