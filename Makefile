@@ -16,11 +16,10 @@ PEFTPLUG_BUILD_EXT ?= 1
 EXT_SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' 2>/dev/null)
 EXT_STAMP := $(VENV)/.extension-$(PEFTPLUG_BUILD_EXT)
 PYTEST_FLAGS ?=
-PYTEST_REPORT := --durations=25
 # Two worker processes of one thread each keep both cores busy: small models' ops scale poorly
 # across threads. A module (or test class) stays on one worker, so its fixtures are built once.
 PYTEST_WORKERS ?= 2
-PYTEST_RUN := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadscope
+PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadscope --durations=25
 
 .PHONY: demo test test-latest env clean
 
@@ -44,7 +43,7 @@ $(EXT_STAMP): $(STAMP) $(EXT_SOURCES)
 	touch $(EXT_STAMP)
 
 test: $(STAMP) $(EXT_STAMP)
-	$(PYTEST_RUN) $(PYTEST_REPORT) $(PYTEST_FLAGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS) $(PYTEST_FLAGS)
 
 # The suite against the newest release of every dependency, in its own .venv-latest, to find
 # drift on purpose. Kept from the lock: torch (a newer one is a CUDA build of several GB) and
@@ -60,7 +59,7 @@ test-latest:
 	$(PIP_LATEST) --no-deps -c $(LOCK) $(DATA_PACKAGES)
 	PEFTPLUG_BUILD_EXT=$(PEFTPLUG_BUILD_EXT) $(PIP_LATEST) --no-build-isolation --no-deps -e .
 	$(VENV_LATEST)/bin/python -m pip freeze --all | grep -v '^-e'
-	$(PYTEST_RUN:$(PY)=$(VENV_LATEST)/bin/python) -m "not pinned_environment" $(PYTEST_REPORT) $(PYTEST_FLAGS)
+	OMP_NUM_THREADS=1 $(VENV_LATEST)/bin/python -m pytest -m "not pinned_environment" $(PYTEST_ARGS) $(PYTEST_FLAGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_LATEST) build *.egg-info

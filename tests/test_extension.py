@@ -4,6 +4,7 @@ fp64 result of the pure-PyTorch reference within a rounding bound derived from t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -165,8 +166,6 @@ def _capabilities_in_a_fresh_process(choice: str | None) -> subprocess.Completed
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU's flags from /proc/cpuinfo")
 def test_the_best_path_this_cpu_runs_is_chosen() -> None:
     """Checked against /proc/cpuinfo: on an AVX2 CPU without AVX-512 that is the AVX2 path."""
-    import json
-
     compiled_paths = STATUS["cpu_capabilities"]["compiled"]
     flags = _cpu_flags()
     runnable = [name for name, needs in X86_PATHS.items() if name in compiled_paths and needs <= flags]
@@ -182,8 +181,6 @@ def test_the_best_path_this_cpu_runs_is_chosen() -> None:
 @compiled
 @pytest.mark.parametrize("choice", SUPPORTED)
 def test_the_environment_variable_forces_each_supported_path(choice: str) -> None:
-    import json
-
     result = _capabilities_in_a_fresh_process(choice)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["active"] == choice

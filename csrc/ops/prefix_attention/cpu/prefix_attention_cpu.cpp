@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <limits>
+#include <type_traits>
 
 #include "../../../cpu_capability.h"
 
@@ -72,11 +73,10 @@ at::Tensor prefix_scores(const at::Tensor& grouped_query, const at::Tensor& pref
 const CpuKernels& active_kernels() { return PEFTPLUG_ACTIVE_CPU_KERNELS(CpuKernels, kCpuKernels); }
 
 template <typename T>
-const RowKernels<T>& row_kernels();
-template <>
-const RowKernels<float>& row_kernels<float>() { return active_kernels().fp32; }
-template <>
-const RowKernels<double>& row_kernels<double>() { return active_kernels().fp64; }
+const RowKernels<T>& row_kernels() {
+  if constexpr (std::is_same_v<T, float>) return active_kernels().fp32;
+  else return active_kernels().fp64;
+}
 
 constexpr int64_t kRowsPerTask = 256;
 

@@ -21,6 +21,7 @@
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 #include <immintrin.h>
+#define PEFTPLUG_NF4_WORD_ORDER 1  // a vector table lookup: decode in word order (below)
 #endif
 
 namespace peftplug::nf4 {
@@ -102,19 +103,15 @@ inline void decode32(const uint8_t* bytes, float absmax, float* out) {
 }
 #endif
 
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
-// Word order: a unit of kUnit = 8 * kLanes weights is read as kLanes little-endian 32-bit words
-// of 8 codes each, and decoded vector j holds code j (bits 4j to 4j + 3) of every word, so lane
-// i holds weight 8 i + kCodeOffset[j] of the unit (the high nibble of a byte comes first).
-constexpr bool kWordOrder = true;
-constexpr std::array<int64_t, 8> kCodeOffset = {1, 0, 3, 2, 5, 4, 7, 6};
-#else
-constexpr bool kWordOrder = false;
-#endif
 constexpr int64_t kUnit = 8 * kLanes;
 static_assert(kChunk % kUnit == 0);
 
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#ifdef PEFTPLUG_NF4_WORD_ORDER
+// Word order: a unit of kUnit = 8 * kLanes weights is read as kLanes little-endian 32-bit words
+// of 8 codes each, and decoded vector j holds code j (bits 4j to 4j + 3) of every word, so lane
+// i holds weight 8 i + kCodeOffset[j] of the unit (the high nibble of a byte comes first).
+constexpr std::array<int64_t, 8> kCodeOffset = {1, 0, 3, 2, 5, 4, 7, 6};
+
 // The absmax of each lane's 8 weights: one block for the unit, or (blocks of 32 or 64 weights
 // under AVX-512's 128-weight units) a few.
 Vec unit_scales(const float* absmax, int shift, int64_t index) {
@@ -229,7 +226,7 @@ void copy_inputs(const float* x, int64_t rows, int64_t in_features, bool word_or
         for (int64_t i = 0; i < count; ++i) out[i] = row[i];
         continue;
       }
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#ifdef PEFTPLUG_NF4_WORD_ORDER
       for (int64_t unit = 0; unit < count; unit += kUnit)
         for (int64_t code = 0; code < 8; ++code)
           for (int64_t lane = 0; lane < kLanes; ++lane)
@@ -239,7 +236,7 @@ void copy_inputs(const float* x, int64_t rows, int64_t in_features, bool word_or
   }
 }
 
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#ifdef PEFTPLUG_NF4_WORD_ORDER
 // ROWS <= kRegisterRows rows (of `rows` in the input copy) in word order, feature by feature:
 // each decoded weight vector goes from the table lookup straight into every row's accumulator,
 // never through memory. For one or two full passes of kRegisterRows rows this beats the tiles
@@ -275,11 +272,15 @@ void matmul_in_registers(const float* inputs, int64_t rows, int64_t in_features,
 void matmul(const float* x, int64_t rows, int64_t in_features, const uint8_t* packed, const float* absmax,
             int64_t blocksize, int64_t out_features, int64_t first, int64_t last, float* y) {
   [[maybe_unused]] const int shift = __builtin_ctzll(static_cast<unsigned long long>(blocksize));
-  const bool word_order = kWordOrder && in_features % kUnit == 0;  // then every strip is whole units
+#ifdef PEFTPLUG_NF4_WORD_ORDER
+  const bool word_order = in_features % kUnit == 0;  // then every strip is whole units
+#else
+  constexpr bool word_order = false;
+#endif
   const int64_t chunks = (in_features + kChunk - 1) / kChunk;
   const std::unique_ptr<float[]> inputs(new float[chunks * rows * kChunk]);
   copy_inputs(x, rows, in_features, word_order, inputs.get());
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#ifdef PEFTPLUG_NF4_WORD_ORDER
   if (word_order && (rows <= kRegisterRows || rows == 2 * kRegisterRows)) {
     constexpr std::array<decltype(&matmul_in_registers<1>), kRegisterRows> by_rows = {
         &matmul_in_registers<1>, &matmul_in_registers<2>, &matmul_in_registers<3>, &matmul_in_registers<4>};
@@ -306,7 +307,7 @@ void matmul(const float* x, int64_t rows, int64_t in_features, const uint8_t* pa
       const int64_t whole = count - count % kLanes;
       for (int c = 0; c < cols; ++c) {
         const int64_t start = (feature + c) * in_features + k;
-#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#ifdef PEFTPLUG_NF4_WORD_ORDER
         if (word_order) {
           for (int64_t unit = 0; unit < count; unit += kUnit)
             decode_unit(packed, absmax, shift, start + unit, weights + c * kChunk + unit);
