@@ -10,19 +10,21 @@ from peftplug.apply import (
 from peftplug.apply import merge_adapters as merge
 from peftplug.apply import unmerge_adapters as unmerge
 from peftplug.config import MethodConfig
+from peftplug.contracts import ComparisonDefaults, MethodSpec, ParamGroup
 from peftplug.errors import (
     AdapterLoadError,
     ConfigError,
     NotMergeableError,
     PeftplugError,
+    PluginError,
     PluginLoadError,
     PluginNotFoundError,
     TargetError,
 )
 from peftplug.hookspecs import hookimpl
 from peftplug.layers import AdapterLayer, get_base_weight, set_base_weight
-from peftplug.methods import MethodSpec
-from peftplug.optim import ParamGroup
+from peftplug.saved_modules import SavedModuleLayer
+from peftplug.optim import build_param_groups
 from peftplug.report import TrainableReport, trainable_parameters
 from peftplug.serialization import load_adapter, save_adapter
 from peftplug.targets import TargetedConfig
@@ -31,6 +33,7 @@ from peftplug.trainer import PeftArguments, trainer_kwargs
 __all__ = [
     "AdapterLayer",
     "AdapterLoadError",
+    "ComparisonDefaults",
     "ConfigError",
     "MethodConfig",
     "MethodSpec",
@@ -38,12 +41,15 @@ __all__ = [
     "ParamGroup",
     "PeftArguments",
     "PeftplugError",
+    "PluginError",
     "PluginLoadError",
     "PluginNotFoundError",
+    "SavedModuleLayer",
     "TargetError",
     "TargetedConfig",
     "TrainableReport",
     "apply",
+    "build_param_groups",
     "delete_adapter",
     "disable_adapters",
     "get_base_weight",

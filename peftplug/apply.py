@@ -9,10 +9,12 @@ from typing import Any
 from torch import nn
 
 from peftplug.config import MethodConfig
-from peftplug.errors import ConfigError, NotMergeableError, PeftplugError, TargetError
+from peftplug.errors import ConfigError, NotMergeableError, PeftplugError, PluginError, TargetError
 from peftplug.layers import AdapterLayer
-from peftplug.methods import MethodSpec
+from peftplug.contracts import MethodSpec
 from peftplug.plugins import PluginHost, get_host
+from peftplug.rollback import rollback_on_error
+from peftplug.saved_modules import save_module
 from peftplug.state import STATE_ATTRIBUTE, AppliedMethod, PeftState, adapter_layers, peft_state
 from peftplug.targets import TargetedConfig, find_targets
 
@@ -54,6 +56,7 @@ def apply(
     call with another ``adapter_name`` adds an inactive adapter (see ``set_active_adapter``).
     On any error every change is rolled back and the model is as it was.
     """
+    check_adapter_name(adapter_name)
     resolved = resolve(plugins, config)
     state = peft_state(model)
     if state is not None:
@@ -64,73 +67,88 @@ def apply(
                 f"adapter {adapter_name!r} already has {', '.join(clash)}: pass another "
                 "adapter_name to add a second adapter, or peftplug.unload(model) first"
             )
-    created = state is None
-    if state is None:
-        state = PeftState(
-            original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
-            active_adapter=adapter_name,
-        )
-        model.requires_grad_(False)
-        setattr(model, STATE_ATTRIBUTE, state)
-    host = get_host()
-    added: list[AppliedMethod] = []
-    try:
+    with rollback_on_error(model):
+        if state is None:
+            state = PeftState(
+                original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
+                active_adapter=adapter_name,
+            )
+            model.requires_grad_(False)
+            setattr(model, STATE_ATTRIBUTE, state)
+        host = get_host()
         for spec, method_config in resolved:
             applied = AppliedMethod(spec, method_config, adapter_name)
-            added.append(applied)
             _apply_method(model, host, applied)
             state.methods.append(applied)
         _activate(model, state.active_adapter)
-    except BaseException:
-        for applied in reversed(added):
-            _remove_method(model, applied)
-            if applied in state.methods:
-                state.methods.remove(applied)
-        if created:
-            _restore(model, state)
-        raise
-    refresh_config_record(model)
+        refresh_config_record(model)
     return model
+
+
+def check_adapter_name(adapter_name: object) -> None:
+    """Adapter names become module attribute names: a non-empty string without dots."""
+    if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
+        raise ConfigError(
+            f"adapter_name must be a non-empty string without '.', got {adapter_name!r}: "
+            "e.g. 'default' or 'task_b'"
+        )
 
 
 def _apply_method(model: nn.Module, host: PluginHost, applied: AppliedMethod) -> None:
     config, name = applied.config, applied.adapter_name
     undo = host.hook.peftplug_prepare_model(model=model, config=config, adapter_name=name)
     applied.undo.extend(u for u in undo if u is not None)
-    if not isinstance(config, TargetedConfig):
-        return
-    for path in find_targets(model, config):
-        module = model.get_submodule(path)
-        wrapped = host.hook.peftplug_replace_module(
-            module=module, name=path, config=config, adapter_name=name
+    if isinstance(config, TargetedConfig):
+        for path in find_targets(model, config):
+            applied.layers.append(_wrap_target(model, host, applied, path))
+    saved = host.hook.peftplug_modules_to_save(model=model, config=config, adapter_name=name)
+    for path in saved or []:
+        applied.layers.append(save_module(model, path, name, applied.spec.name))
+
+
+def _wrap_target(
+    model: nn.Module, host: PluginHost, applied: AppliedMethod, path: str
+) -> AdapterLayer:
+    module = model.get_submodule(path)
+    config = applied.config
+    wrapped = host.hook.peftplug_replace_module(
+        module=module, name=path, config=config, adapter_name=applied.adapter_name
+    )
+    if wrapped is None:
+        supported = ", ".join(t.__name__ for t in config.supported_types)
+        raise TargetError(
+            f"{path!r} ({type(module).__name__}) matches target_modules, but "
+            f"{applied.spec.name!r} can only wrap {supported}: narrow target_modules "
+            "or add it to exclude_modules"
         )
-        if wrapped is None:
-            supported = ", ".join(t.__name__ for t in config.supported_types)
-            raise TargetError(
-                f"{path!r} ({type(module).__name__}) matches target_modules, but "
-                f"{applied.spec.name!r} can only wrap {supported}: narrow target_modules "
-                "or add it to exclude_modules"
-            )
-        if wrapped is module:
-            applied.extended.append(path)
-        else:
-            model.set_submodule(path, wrapped)
-            applied.wrapped.append(path)
+    if not isinstance(wrapped, AdapterLayer):
+        raise PluginError(
+            f"plugin {applied.spec.plugin!r} returned a {type(wrapped).__name__} for {path!r} "
+            "from peftplug_replace_module; it must return an AdapterLayer (or None): a plugin bug"
+        )
+    if wrapped is not module:
+        model.set_submodule(path, wrapped)
+    return wrapped
 
 
 def _remove_method(model: nn.Module, applied: AppliedMethod) -> None:
-    """Undo one applied method: delete its adapter from shared layers, unwrap its own."""
-    for path in reversed(applied.extended):
-        layer = model.get_submodule(path)
-        if isinstance(layer, AdapterLayer) and applied.adapter_name in layer.adapter_names:
+    """Undo one applied method: delete its adapter from its layers, unwrap layers left empty."""
+    for layer in reversed(applied.layers):
+        if applied.adapter_name in layer.adapter_names:
+            if applied.adapter_name in layer.merged_adapters:
+                layer.unmerge()
             layer.delete_adapter(applied.adapter_name)
-    for path in reversed(applied.wrapped):
-        layer = model.get_submodule(path)
-        if isinstance(layer, AdapterLayer):
-            layer.unmerge()
-            model.set_submodule(path, layer.base_layer)
+        if not layer.adapter_names:
+            _unwrap(model, layer)
     for undo in reversed(applied.undo):
         undo()
+
+
+def _unwrap(model: nn.Module, layer: AdapterLayer) -> None:
+    path = next((p for p, m in model.named_modules() if m is layer), None)
+    if path is not None:
+        layer.unmerge()
+        model.set_submodule(path, layer.base_layer)
 
 
 def _restore(model: nn.Module, state: PeftState) -> None:

@@ -21,6 +21,10 @@ class PluginLoadError(PeftplugError):
     """A plugin failed to import or register (raised only with PEFTPLUG_STRICT_PLUGINS=1)."""
 
 
+class PluginError(PeftplugError):
+    """A plugin broke a hook's contract (a plugin bug); the model is left as it was."""
+
+
 class ConfigError(PeftplugError, ValueError):
     """A method configuration that cannot be used as given."""
 
@@ -43,8 +47,14 @@ def close_matches(word: str, candidates: Iterable[str], limit: int = 3) -> list[
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """A ' (did you mean ...?)' suffix, or '' when nothing is close."""
-    matches = close_matches(word, candidates)
+    """A ' (did you mean ...?)' suffix, or '' when nothing is close.
+
+    Close spellings first; else the longest candidate ``word`` starts with, since a short name
+    is never a close spelling of a longer word (``rnak`` for LoRA's ``r``).
+    """
+    candidates = sorted(set(candidates))
+    starts = sorted((c for c in candidates if c and word.startswith(c)), key=len)
+    matches = close_matches(word, candidates) or starts[-1:]
     if not matches:
         return ""
     return " (did you mean " + " or ".join(repr(m) for m in matches) + "?)"

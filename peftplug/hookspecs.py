@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from transformers import TrainerCallback, TrainingArguments
 
     from peftplug.config import MethodConfig
-    from peftplug.methods import MethodSpec
-    from peftplug.optim import ParamGroup
+    from peftplug.contracts import MethodSpec, ParamGroup
 
 hookspec = pluggy.HookspecMarker("peftplug")
 hookimpl = pluggy.HookimplMarker("peftplug")
@@ -59,6 +58,19 @@ def peftplug_replace_module(
 
 
 @hookspec(firstresult=True)
+def peftplug_modules_to_save(
+    model: nn.Module, config: MethodConfig, adapter_name: str
+) -> list[str] | None:
+    """Module paths this method trains in full beside its adapter (the task head), or ``None``.
+
+    Called after ``peftplug_replace_module``. The core wraps each in a ``SavedModuleLayer``
+    that gives every adapter its own trainable copy, saves it with the adapter, and takes it
+    off again; ``peftplug.saved_modules.resolve_modules_to_save`` turns a user's
+    ``modules_to_save`` option (names or ``"auto"`` for the task head) into paths.
+    """
+
+
+@hookspec(firstresult=True)
 def peftplug_state_dict(
     model: nn.Module, config: MethodConfig, adapter_name: str
 ) -> dict[str, torch.Tensor] | None:
@@ -75,8 +87,11 @@ def peftplug_param_groups(
 ) -> list[ParamGroup] | None:
     """Optimizer groups for this method's trainable parameters (e.g. LoRA+ ratios).
 
-    Trainable parameters no method claims fall into the default groups (weight decay
-    except on biases and norms), as the stock Trainer does.
+    Each ``ParamGroup(params, name, lr=None, weight_decay=None)`` takes ``args``' value for an
+    option left ``None``; frozen parameters are dropped and a parameter in two groups is an
+    error. Trainable parameters no method claims fall into the default groups (weight decay
+    except on biases and norms), as the stock Trainer does. ``peftplug.build_param_groups``
+    gathers them all into ``torch.optim`` groups.
     """
 
 
@@ -84,7 +99,11 @@ def peftplug_param_groups(
 def peftplug_get_base_weight(module: nn.Module) -> torch.Tensor | None:
     """The dense ``(out_features, in_features)`` float weight of a base layer, or ``None``.
 
-    Lets methods merge over layers they do not know (transposed Conv1D, 4-bit NF4 ...).
+    Lets methods merge over layers they do not know (transposed Conv1D, 4-bit NF4 ...). What
+    comes back may be the live weight (``nn.Linear``: ``weight.data``), a view of it
+    (``Conv1D``: the transpose) or a new tensor (``NF4Linear``: dequantized), so writing into
+    it changes the layer for some types and does nothing for others: treat it as read-only
+    and store a changed weight with ``peftplug_set_base_weight``.
     """
 
 
@@ -92,7 +111,10 @@ def peftplug_get_base_weight(module: nn.Module) -> torch.Tensor | None:
 def peftplug_set_base_weight(module: nn.Module, weight: torch.Tensor) -> Any:
     """Store a dense ``(out_features, in_features)`` weight into a base layer.
 
-    Return a truthy value when handled (a quantizing layer may return its rounding error).
+    The only way to change a base weight for every layer type (see
+    ``peftplug_get_base_weight``). The layer keeps its own layout and dtype (``NF4Linear``
+    quantizes again). Return a truthy value when handled (a quantizing layer may return its
+    rounding error).
     """
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import TrainingArguments
 from transformers.trainer_pt_utils import get_parameter_names
 
+from peftplug.contracts import ParamGroup
 from peftplug.errors import PeftplugError
 from peftplug.plugins import get_host
 from peftplug.state import peft_state
@@ -16,26 +17,13 @@ from peftplug.state import peft_state
 NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
 
-@dataclasses.dataclass
-class ParamGroup:
-    """One optimizer group; ``None`` options take the Trainer's ``args`` values."""
-
-    params: list[nn.Parameter]
-    name: str = ""
-    lr: float | None = None
-    weight_decay: float | None = None
-
-    def to_torch(self, args: TrainingArguments) -> dict[str, Any]:
-        """The ``torch.optim`` group dict."""
-        return {
-            "params": self.params,
-            "lr": args.learning_rate if self.lr is None else self.lr,
-            "weight_decay": args.weight_decay if self.weight_decay is None else self.weight_decay,
-        }
-
-
 def build_param_groups(model: nn.Module, args: TrainingArguments) -> list[dict[str, Any]]:
-    """Groups asked of each applied method, then default groups for unclaimed trainables."""
+    """The ``torch.optim`` parameter groups for ``model``, as the Trainer's optimizer gets them.
+
+    First each applied method's ``ParamGroup``s (from ``peftplug_param_groups``), then the
+    trainable parameters no method claimed, split as the stock Trainer does: weight decay
+    except on biases and norms. Empty groups are left out; pass the list to any optimizer.
+    """
     trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
     claimed: dict[int, str] = {}
     groups: list[ParamGroup] = []

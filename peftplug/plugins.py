@@ -11,8 +11,8 @@ from typing import Any
 import pluggy
 
 from peftplug import builtin_weights, hookspecs
+from peftplug.contracts import MethodSpec
 from peftplug.errors import PluginLoadError, PluginNotFoundError, did_you_mean
-from peftplug.methods import MethodSpec
 
 ENTRY_POINT_GROUP = "peftplug"
 BUILTIN_PLUGIN = "peftplug.builtin"

@@ -13,10 +13,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from peftplug.apply import CONFIG_RECORD, apply, delete_adapter, require_state
+from peftplug.apply import CONFIG_RECORD, apply, require_state
 from peftplug.atomic import atomic_write_files
 from peftplug.errors import AdapterLoadError, PeftplugError
 from peftplug.plugins import get_host
+from peftplug.rollback import rollback_on_error
+from peftplug.saved_modules import saved_module_tensors
 from peftplug.state import AppliedMethod, PeftState, peft_state
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -52,6 +54,7 @@ def _tensors_of(model: nn.Module, applied: AppliedMethod) -> dict[str, torch.Ten
             f"plugin {applied.spec.plugin!r} does not implement peftplug_state_dict for "
             f"{applied.spec.name!r}: its tensors cannot be saved"
         )
+    tensors = {**tensors, **saved_module_tensors(model, applied.adapter_name, applied.spec.name)}
     live = model.state_dict(keep_vars=True)
     for key, tensor in tensors.items():
         if live.get(key) is not tensor:
@@ -201,24 +204,21 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
             f"the model already has adapter(s) {', '.join(clash)}: peftplug.unload(model) or "
             "delete_adapter(model, name) first"
         )
-    loaded: list[str] = []
     try:
-        for adapter_name, records in by_adapter.items():
-            apply(
-                model,
-                [r["method"] for r in records],
-                {r["method"]: r["config"] for r in records},
-                adapter_name=adapter_name,
-            )
-            loaded.append(adapter_name)
-        state = require_state(model)
-        expected = {k: t for name in loaded for k, t in method_tensors(model, state, name).items()}
-        _check_fits(expected, tensors, description.get("base_model", {}), model)
+        with rollback_on_error(model):
+            for adapter_name, records in by_adapter.items():
+                apply(
+                    model,
+                    [r["method"] for r in records],
+                    {r["method"]: r["config"] for r in records},
+                    adapter_name=adapter_name,
+                )
+            state = require_state(model)
+            expected = {k: t for name in by_adapter for k, t in method_tensors(model, state, name).items()}
+            _check_fits(expected, tensors, description.get("base_model", {}), model)
+    except AdapterLoadError:
+        raise
     except Exception as error:
-        for adapter_name in reversed(loaded):
-            delete_adapter(model, adapter_name)
-        if isinstance(error, AdapterLoadError):
-            raise
         reason = str(error) if isinstance(error, PeftplugError) else f"{type(error).__name__}: {error}"
         raise AdapterLoadError(
             f"adapter in {directory} does not fit this model: {reason}"

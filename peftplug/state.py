@@ -9,21 +9,24 @@ from torch import nn
 
 from peftplug.config import MethodConfig
 from peftplug.layers import AdapterLayer
-from peftplug.methods import MethodSpec
+from peftplug.contracts import MethodSpec
 
 STATE_ATTRIBUTE = "_peftplug_state"
 
 
 @dataclasses.dataclass
 class AppliedMethod:
-    """One method applied under one adapter name, and how to take it off again."""
+    """One method applied under one adapter name, and how to take it off again.
+
+    ``layers`` are the adapter layers holding this adapter for this method, recorded as objects
+    (not paths) so that a layer wrapped later by another method is still found.
+    """
 
     spec: MethodSpec
     config: MethodConfig
     adapter_name: str
     undo: list[Callable[[], None]] = dataclasses.field(default_factory=list)
-    wrapped: list[str] = dataclasses.field(default_factory=list)
-    extended: list[str] = dataclasses.field(default_factory=list)
+    layers: list[AdapterLayer] = dataclasses.field(default_factory=list)
 
     def record(self) -> dict:
         """The JSON description written into adapter files and ``model.config``."""

@@ -28,8 +28,8 @@ from peftplug.compare.arguments import parse_learning_rates, parse_overrides
 from peftplug.compare.data_files import read_labelled
 from peftplug.compare.options import Workload
 from peftplug.compare.plan import plan_rows
+from peftplug.contracts import ComparisonDefaults, MethodSpec
 from peftplug.errors import ConfigError
-from peftplug.methods import ComparisonDefaults, MethodSpec
 from peftplug.testing.tiny_models import VOCAB_SIZE, tiny_bert_classifier, tiny_llama
 
 POSITIVE = ["good", "great", "fine", "superb", "lovely"]

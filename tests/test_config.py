@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import pytest
 
 from peftplug import ConfigError, MethodConfig
+from peftplug.plugins import get_host
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @dataclasses.dataclass
@@ -42,6 +46,14 @@ def test_round_trip_through_a_dict() -> None:
 def test_bad_values_are_named(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ExampleConfig.from_dict(values)
+
+
+def test_a_one_letter_option_is_suggested_for_a_word_that_starts_with_it() -> None:
+    with pytest.raises(ConfigError) as caught:
+        get_host().method("lora").parse_config({"rnak": 4})
+    quoted = "unknown 'lora' option 'rnak' (did you mean 'r'?)"
+    assert str(caught.value).startswith(f"{quoted}; valid options: alpha, bias, dropout, ")
+    assert f"`{quoted}`" in " ".join(README.read_text().split())  # the README's example holds
 
 
 def test_a_non_mapping_is_refused() -> None:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from peftplug.nf4_format import NF4_ZERO_INDEX
 from peftplug.quant import (
     NF4_CODE_VALUES,
     NF4FormatError,
@@ -18,7 +19,6 @@ from peftplug.quant import (
     quantize_nf4,
     to_bitsandbytes,
 )
-from peftplug.quant.codes import NF4_ZERO_INDEX
 
 SHAPES = [(7, 9), (64, 128), (33, 65), (300, 77), (96, 576)]
 

@@ -6,64 +6,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-)
+from transformers import AutoTokenizer
 
 import peftplug
 from peftplug.atomic import atomic_write_files
 from peftplug.compare.arguments import EXPORT_FORMATS
+from peftplug.compare.export_inputs import base_model_for, refuse_non_empty
 from peftplug.errors import ConfigError
 from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
-from peftplug.targets import TASK_HEAD_ATTRIBUTES
-
-
-def _head_rows(tensors: dict[str, Any]) -> int | None:
-    """Rows of the saved task head's weight (its number of labels), if the adapter has one."""
-    for head in TASK_HEAD_ATTRIBUTES:
-        weight = tensors.get(f"{head}.weight")
-        if weight is not None:
-            return int(weight.shape[0])
-    return None
-
-
-def base_model_for(
-    adapter: str | Path, model: str | None = None, task: str | None = None
-) -> tuple[PreTrainedModel, str]:
-    """The plain base model the adapter was trained on, and its directory.
-
-    ``model`` defaults to the base recorded in the adapter; ``task`` to classification when the
-    adapter holds a task head (whose rows give the number of labels), else causal-lm.
-    """
-    description, tensors = read_adapter(adapter)
-    path = model or description.get("base_model", {}).get("name_or_path")
-    if not path or not (Path(path) / "config.json").is_file():
-        raise ConfigError(
-            f"the base model {path!r} recorded in {adapter} is not a local model directory: "
-            "pass --model DIR"
-        )
-    labels = _head_rows(tensors)
-    task = task or ("classification" if labels is not None else "causal-lm")
-    if task == "classification":
-        if labels is None:
-            raise ConfigError(
-                f"{adapter} holds no task head, so the number of labels is unknown: a classifier "
-                "adapter must save its head (e.g. lora's modules_to_save='auto')"
-            )
-        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=labels), path
-    return AutoModelForCausalLM.from_pretrained(path), path
-
-
-def refuse_non_empty(out: Path) -> Path:
-    """``out``, unless it exists with something in it: what is there is never overwritten."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not empty: choose a new --out directory")
-    return out
 
 
 def _replace_directory(source: Path, target: Path) -> None:

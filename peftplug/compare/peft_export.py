@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from peftplug.atomic import atomic_write_files
-from peftplug.compare.export import base_model_for, refuse_non_empty
+from peftplug.compare.export_inputs import base_model_for, refuse_non_empty
 from peftplug.compare.peft_rows import lora_config
 from peftplug.errors import ConfigError
 from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
@@ -22,16 +22,12 @@ PEFT_PREFIX = "base_model.model."
 
 def _peft_name(key: str, adapter_name: str, names: set[str]) -> str:
     """PEFT's parameter name for one of our tensor names."""
-    for part in ("lora_A", "lora_B"):
+    for part in ("lora_A", "lora_B", "modules_to_save"):
         marker = f".{part}.{adapter_name}."
         if marker in key:
             return PEFT_PREFIX + key.replace(marker, f".{part}.default.")
-    module, _, parameter = key.rpartition(".")
-    saved = f"{PEFT_PREFIX}{module}.modules_to_save.default.{parameter}"
-    in_place = PEFT_PREFIX + key
-    for name in (saved, in_place):
-        if name in names:
-            return name
+    if PEFT_PREFIX + key in names:
+        return PEFT_PREFIX + key
     raise ConfigError(f"tensor {key!r} has no place in PEFT's LoRA model: cannot export it")
 
 

@@ -14,8 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from peftplug.errors import PeftplugError
-from peftplug.quant.codes import nf4_code
-from peftplug.quant.format import check_packed
+from peftplug.nf4_format import check_packed, nf4_code
 
 _library = torch.library.Library("peftplug", "FRAGMENT")
 _library.define(

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from peftplug.quant.codes import dynamic_code
-from peftplug.quant.format import ABSMAX_BLOCKSIZE, NF4FormatError, NF4Weight
+from peftplug.nf4_format import ABSMAX_BLOCKSIZE, NF4FormatError, dynamic_code, nf4_code
+from peftplug.quant.format import NF4Weight
 
 
 def from_bitsandbytes(packed: torch.Tensor, quant_state: Any | None = None) -> NF4Weight:
@@ -56,7 +56,6 @@ def to_bitsandbytes(weight: NF4Weight) -> tuple[torch.Tensor, Any]:
         raise NF4FormatError(
             f"to_bitsandbytes needs bitsandbytes ({error}): pip install bitsandbytes"
         ) from error
-    from peftplug.quant.codes import nf4_code
 
     device = weight.packed.device
     nested = None

@@ -1,12 +1,4 @@
-"""The packed NF4 layout (bitsandbytes-compatible) and its checks.
-
-A weight of ``n`` values is cut into blocks of ``blocksize`` consecutive values (row-major;
-the last block may be short). Each value becomes the index of the nearest NF4 code value
-after dividing by its block's absolute maximum; two indices share a byte, the first one in
-the high nibble. An odd count is padded with the code of 0.0. With double quantization the
-float32 absmax values are stored as 8-bit dynamic codes in blocks of 256, with one float32
-scale per 256 and one float32 offset (their mean).
-"""
+"""``NF4Weight``: one weight in the packed NF4 layout described in ``peftplug.nf4_format``."""
 
 from __future__ import annotations
 
@@ -15,50 +7,13 @@ import math
 
 import torch
 
-from peftplug.errors import PeftplugError
-
-SUPPORTED_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-ABSMAX_BLOCKSIZE = 256  # double quantization: absmax values per 8-bit block
-
-
-class NF4FormatError(PeftplugError, ValueError):
-    """Packed NF4 data that does not fit its declared shape, or options NF4 cannot take."""
-
-
-def check_blocksize(blocksize: int) -> None:
-    """Refuse block sizes bitsandbytes does not use."""
-    if blocksize not in SUPPORTED_BLOCKSIZES:
-        raise NF4FormatError(
-            f"NF4 blocksize {blocksize} is not supported: use one of "
-            f"{', '.join(map(str, SUPPORTED_BLOCKSIZES))} (64 is the QLoRA default)"
-        )
-
-
-def block_count(numel: int, blocksize: int) -> int:
-    """Blocks (one absmax each) that cover ``numel`` values; the last may be short."""
-    return math.ceil(numel / blocksize)
-
-
-def check_packed(packed: torch.Tensor, absmax: torch.Tensor, shape: tuple[int, ...], blocksize: int) -> None:
-    """Raise NF4FormatError unless ``packed`` and ``absmax`` hold exactly a ``shape`` weight."""
-    check_blocksize(blocksize)
-    numel = math.prod(shape)
-    if packed.dtype != torch.uint8:
-        raise NF4FormatError(
-            f"packed NF4 data must be uint8 (two 4-bit codes per byte), got {packed.dtype}; "
-            "quantize with peftplug.quant.quantize_nf4"
-        )
-    if packed.numel() != math.ceil(numel / 2):
-        raise NF4FormatError(
-            f"packed NF4 data has {packed.numel()} bytes but a {tuple(shape)} weight needs "
-            f"{math.ceil(numel / 2)}: pass the shape the weight was quantized with"
-        )
-    blocks = block_count(numel, blocksize)
-    if absmax.numel() != blocks:
-        raise NF4FormatError(
-            f"absmax has {absmax.numel()} values but a {tuple(shape)} weight in blocks of "
-            f"{blocksize} needs {blocks}: pass the blocksize it was quantized with"
-        )
+from peftplug.nf4_format import (
+    ABSMAX_BLOCKSIZE,
+    NF4FormatError,
+    block_count,
+    check_packed,
+    dynamic_code,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -119,8 +74,6 @@ class NF4Weight:
         """The float32 absmax of every block (decoded when double-quantized)."""
         if not self.double_quantized:
             return self.absmax.float()
-        from peftplug.quant.codes import dynamic_code
-
         codes = dynamic_code(self.absmax.device)[self.absmax.long()]
         blocks = block_count(codes.numel(), ABSMAX_BLOCKSIZE)
         padded = torch.nn.functional.pad(codes, (0, blocks * ABSMAX_BLOCKSIZE - codes.numel()))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from peftplug import ops
-from peftplug.quant.format import ABSMAX_BLOCKSIZE, NF4Weight, block_count, check_blocksize
+from peftplug.nf4_format import ABSMAX_BLOCKSIZE, block_count, check_blocksize
+from peftplug.quant.format import NF4Weight
 from peftplug.quant.quantize import dequantize_nf4, quantization_error, quantize_nf4
 
 _QUANT_BUFFERS = ("weight_packed", "weight_absmax", "weight_absmax_scale", "weight_absmax_offset")

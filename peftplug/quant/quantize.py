@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from peftplug.quant.codes import NF4_ZERO_INDEX, dynamic_code, nf4_code
-from peftplug.quant.format import (
+from peftplug.nf4_format import (
     ABSMAX_BLOCKSIZE,
+    NF4_ZERO_INDEX,
     NF4FormatError,
-    NF4Weight,
     check_blocksize,
+    dynamic_code,
+    nf4_code,
 )
+from peftplug.ops import nf4_dequantize
+from peftplug.quant.format import NF4Weight
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -76,8 +79,6 @@ def quantize_nf4(weight: torch.Tensor, blocksize: int = 64, double_quant: bool =
 
 def dequantize_nf4(weight: NF4Weight, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The float weight NF4 stands for, in ``dtype`` (default: the dtype it was quantized from)."""
-    from peftplug.ops import nf4_dequantize
-
     return nf4_dequantize(
         weight.packed, weight.block_absmax(), weight.shape, weight.blocksize, dtype or weight.dtype
     )

@@ -96,7 +96,7 @@ def test_each_block_gains_two_projections_with_biases_per_adapted_sublayer(
 def test_bottleneck_size_sets_the_width_directly_and_the_head_trains_by_default() -> None:
     model = adapt(tiny_bert_classifier(), placement="pfeiffer", bottleneck_size=3)
     d, blocks = model.config.hidden_size, model.config.num_hidden_layers
-    head = sum(p.numel() for p in model.classifier.parameters())
+    head = sum(p.numel() for p in model.classifier.modules_to_save["default"].parameters())
     assert peftplug.trainable_parameters(model).trainable == blocks * (2 * d * 3 + d + 3) + head
 
 
@@ -105,7 +105,9 @@ def test_layer_norm_tuning_adds_the_block_norms() -> None:
     d, blocks = model.config.hidden_size, model.config.num_hidden_layers
     norms = blocks * 2 * d  # Llama's two RMSNorm weights per block
     assert peftplug.trainable_parameters(model).trainable == blocks * (2 * d * 4 + d + 4) + norms
-    assert model.model.layers[1].post_attention_layernorm.weight.requires_grad
+    norm = model.model.layers[1].post_attention_layernorm
+    assert norm.modules_to_save["default"].weight.requires_grad
+    assert not norm.base_layer.weight.requires_grad
     assert not model.model.norm.weight.requires_grad
 
 

@@ -23,15 +23,23 @@ def trainable(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
+HEAD_COPY = {"classifier.modules_to_save.default.weight", "classifier.modules_to_save.default.bias"}
+
+
+def body_biases(model: nn.Module) -> set[str]:
+    """Every bias outside the task head (whose trained copy is the core's)."""
+    return {
+        n for n, _ in model.named_parameters() if n.endswith(".bias") and not n.startswith("classifier.")
+    }
+
+
 def numel(model: nn.Module, names: set[str]) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if name in names)
 
 
-def test_default_trains_every_bias_and_the_head() -> None:
-    model = tiny_bert_classifier()
-    expected = {n for n, _ in model.named_parameters() if n.endswith(".bias")}
-    expected |= {"classifier.weight"}
-    bitfit(model)
+def test_default_trains_every_bias_and_a_copy_of_the_head() -> None:
+    model = bitfit(tiny_bert_classifier())
+    expected = body_biases(model) | HEAD_COPY
     assert trainable(model) == expected
     assert peftplug.trainable_parameters(model).trainable == numel(model, expected)
 
@@ -70,8 +78,8 @@ def test_a_name_selects_the_biases_of_the_modules_inside_it() -> None:
 
 def test_train_norms_adds_layernorm_weights() -> None:
     model = bitfit(tiny_bert_classifier(), train_norms=True)
-    expected = {n for n, _ in model.named_parameters() if n.endswith(".bias") or "LayerNorm" in n}
-    assert trainable(model) == expected | {"classifier.weight"}
+    norms = {n for n, _ in model.named_parameters() if "LayerNorm" in n}
+    assert trainable(model) == body_biases(model) | norms | HEAD_COPY
 
 
 def test_train_norms_on_a_bias_free_llama_trains_its_rmsnorms() -> None:
@@ -137,18 +145,21 @@ def test_bad_options_are_refused_before_the_model_is_touched(
 
 def test_a_second_bitfit_adapter_is_refused() -> None:
     model = bitfit(tiny_bert_classifier())
-    with pytest.raises(peftplug.ConfigError, match="already has a BitFit adapter"):
+    with pytest.raises(peftplug.ConfigError, match="already has a 'bitfit' adapter"):
         peftplug.apply(model, ["bitfit"], {"bitfit": {}}, adapter_name="second")
     assert peft_state(model).adapter_names == ["default"]
 
 
-def test_unload_keeps_the_trained_biases_as_merging_would() -> None:
+def test_unload_keeps_the_biases_trained_in_place_and_merge_keeps_the_head() -> None:
     model = bitfit(tiny_bert_classifier()).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     model(**classification_batch()).loss.backward()
     optimizer.step()
-    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
-    peftplug.unload(model)
+    trained = {
+        n.replace("modules_to_save.default.", ""): p.detach().clone()
+        for n, p in model.named_parameters()
+    }
+    peftplug.unload(model, merge=True)
     assert all(torch.equal(p, trained[n]) for n, p in model.named_parameters())
 
 
@@ -157,9 +168,8 @@ def test_with_lora_every_bias_trains_beside_the_low_rank_update(tmp_path: Path) 
     model = peftplug.apply(
         tiny_bert_classifier(), ["lora", "bitfit"], {"lora": {"r": 2}, "bitfit": {}}
     )
-    biases = {n for n, _ in model.named_parameters() if n.endswith(".bias")}
     lora = {n for n, _ in model.named_parameters() if ".lora_" in n}
-    assert trainable(model) == biases | lora | {"classifier.weight"}
+    assert trainable(model) == body_biases(model) | lora | HEAD_COPY
     peftplug.save_adapter(model, tmp_path / "adapter")
     loaded = peftplug.load_adapter(tiny_bert_classifier(), tmp_path / "adapter")
     assert trainable(loaded) == trainable(model)

@@ -127,7 +127,7 @@ def test_new_backbone_weights_empty_the_cache() -> None:
     logits_of(model, data)
     other = tiny_bert_classifier(seed=1)
     model.bert.load_state_dict(other.bert.state_dict())
-    other.classifier.load_state_dict(model.classifier.state_dict())
+    other.classifier.load_state_dict(model.classifier.modules_to_save["default"].state_dict())
     torch.testing.assert_close(logits_of(model, data)[0], logits_of(other, data)[0], rtol=0, atol=0)
 
 
@@ -145,15 +145,16 @@ def test_unload_takes_the_cache_out() -> None:
     assert "forward" not in model.bert.__dict__ and feature_cache(model) is None
 
 
-def test_a_tied_output_layer_cannot_use_the_cache() -> None:
+def test_a_tied_output_layer_trains_a_copy_so_the_backbone_stays_cacheable() -> None:
     config = LlamaConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    with pytest.raises(peftplug.ConfigError, match="embed_tokens.weight.*tied weights"):
-        peftplug.apply(model, ["head"], {"head": {**CACHED["head"], "train_output_layer": True}})
-    assert "forward" not in model.model.__dict__
+    peftplug.apply(model, ["head"], {"head": {**CACHED["head"], "train_output_layer": True}})
+    assert "forward" in model.model.__dict__
+    assert not model.model.embed_tokens.weight.requires_grad
+    assert model.lm_head.modules_to_save["default"].weight.requires_grad
 
 
 def test_causal_lm_rows_are_cached_and_generation_bypasses_the_cache() -> None:

@@ -19,7 +19,10 @@ from peftplug.testing.tiny_models import (
     tiny_gpt2,
     tiny_llama,
 )
-from peftplug_finetune.ownership import OWNED_ATTRIBUTE
+from peftplug.in_place import LEDGER_ATTRIBUTE
+
+
+HEAD_COPY = {"classifier.modules_to_save.default.weight", "classifier.modules_to_save.default.bias"}
 
 
 def numel(*modules: nn.Module) -> int:
@@ -54,7 +57,7 @@ def test_partial_trains_the_last_k_encoder_layers_and_the_classifier(last_k: int
     }
     peftplug.apply(model, ["partial"], {"partial": {"last_k": last_k}})
     assert trainable(model) == expected
-    assert trainable_names(model) == names | {"classifier.weight", "classifier.bias"}
+    assert trainable_names(model) == names | HEAD_COPY
 
 
 def test_partial_trains_the_last_decoder_layers_of_a_causal_lm() -> None:
@@ -85,7 +88,7 @@ def test_partial_with_last_k_zero_trains_what_head_trains() -> None:
     partial = peftplug.apply(tiny_bert_classifier(), ["partial"], {"partial": {"last_k": 0}})
     head = peftplug.apply(tiny_bert_classifier(), ["head"])
     assert trainable_names(partial) == trainable_names(head)
-    assert trainable_names(head) == {"classifier.weight", "classifier.bias"}
+    assert trainable_names(head) == HEAD_COPY
 
 
 def test_head_trains_the_classifier_only() -> None:
@@ -100,7 +103,7 @@ def test_head_trains_the_output_layer_of_a_causal_lm_when_asked() -> None:
     expected = numel(model.lm_head)
     peftplug.apply(model, ["head"], {"head": {"train_output_layer": True}})
     assert trainable(model) == expected
-    assert trainable_names(model) == {"lm_head.weight"}
+    assert trainable_names(model) == {"lm_head.modules_to_save.default.weight"}
 
 
 def test_head_on_a_causal_lm_names_the_option_to_train_its_output_layer() -> None:
@@ -120,7 +123,7 @@ def test_last_k_beyond_the_block_count_names_the_count_and_changes_nothing() -> 
     with pytest.raises(peftplug.TargetError, match=r"more than the 2 transformer blocks.*most 2"):
         peftplug.apply(model, ["partial"], {"partial": {"last_k": 3}})
     assert peft_state(model) is None
-    assert OWNED_ATTRIBUTE not in model.__dict__
+    assert LEDGER_ATTRIBUTE not in model.__dict__
     assert trainable(model) == numel(model)
 
 
@@ -147,21 +150,21 @@ def test_head_refuses_a_cache_without_memory() -> None:
         peftplug.apply(tiny_bert_classifier(), ["head"], {"head": {"cache_max_mb": 0}})
 
 
-def test_two_methods_cannot_train_the_same_parameter() -> None:
+def test_two_methods_cannot_train_the_same_parameter_in_place() -> None:
     model = tiny_bert_classifier()
-    peftplug.apply(model, ["head"])
+    peftplug.apply(model, ["partial"], {"partial": {"last_k": 1}})
+    peftplug.apply(model, ["head"], adapter_name="second")  # a head copy of its own: no clash
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    with pytest.raises(peftplug.ConfigError, match="'head' \\(adapter 'default'\\) already trains"):
-        peftplug.apply(model, ["partial"], {"partial": {"last_k": 1}}, adapter_name="second")
-    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
-    with pytest.raises(peftplug.ConfigError, match="already trains"):
+    with pytest.raises(peftplug.ConfigError, match="'partial' \\(adapter 'default'\\) already trains"):
         peftplug.apply(model, ["full"], adapter_name="third")
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
 
 
 def test_disjoint_methods_combine_and_round_trip(tmp_path: Path) -> None:
     config = {"partial": {"last_k": 1, "train_head": False}}
     model = peftplug.apply(tiny_bert_classifier(), ["head", "partial"], config)
-    assert trainable(model) == numel(model.classifier, model.bert.encoder.layer[-1])
+    head = model.classifier.modules_to_save["default"]
+    assert trainable(model) == numel(head, model.bert.encoder.layer[-1])
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -179,9 +182,9 @@ def test_deleting_one_adapter_freezes_only_what_it_trained() -> None:
         model, ["partial"], {"partial": {"last_k": 1, "train_head": False}}, adapter_name="blocks"
     )
     peftplug.delete_adapter(model, "blocks")
-    assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
+    assert trainable_names(model) == HEAD_COPY
     peftplug.unload(model)
-    assert OWNED_ATTRIBUTE not in model.__dict__
+    assert LEDGER_ATTRIBUTE not in model.__dict__
 
 
 def test_ownership_follows_parameters_into_modules_wrapped_later(tmp_path: Path) -> None:
@@ -205,7 +208,7 @@ def test_ownership_follows_parameters_into_modules_wrapped_later(tmp_path: Path)
     assert trainable(loaded) == trainable(model)
 
 
-def test_tied_output_layer_is_counted_once() -> None:
+def test_tied_output_layer_trains_an_untied_copy() -> None:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -215,4 +218,5 @@ def test_tied_output_layer_is_counted_once() -> None:
     assert model.lm_head.weight is model.model.embed_tokens.weight
     peftplug.apply(model, ["head"], {"head": {"train_output_layer": True}})
     assert trainable(model) == 128 * 32
-    assert list(method_tensors(model, peft_state(model))) == ["model.embed_tokens.weight"]
+    assert not model.model.embed_tokens.weight.requires_grad
+    assert list(method_tensors(model, peft_state(model))) == ["lm_head.modules_to_save.default.weight"]

@@ -93,11 +93,13 @@ def test_bias_modes_train_the_right_biases(bias: str) -> None:
     assert trained == {"none": set(), "all": all_biases, "lora_only": wrapped}[bias]
 
 
-def test_modules_to_save_auto_trains_the_head_in_place() -> None:
+def test_modules_to_save_auto_trains_a_copy_of_the_head() -> None:
     model = tiny_bert_classifier()
     head = model.classifier
     peftplug.apply(model, "lora")
-    assert model.classifier is head and head.weight.requires_grad
+    assert model.classifier.base_layer is head and not head.weight.requires_grad
+    copy = model.classifier.modules_to_save["default"]
+    assert copy.weight.requires_grad and torch.equal(copy.weight, head.weight)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (
         head.weight.numel() + head.bias.numel() + 2 * 2 * 8 * (32 + 32)
     )

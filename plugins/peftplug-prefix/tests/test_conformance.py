@@ -6,31 +6,28 @@ from peftplug.testing import MethodConformance
 from peftplug.testing.tiny_models import tiny_gpt2
 
 
-class TestPrefixMlpOnBertClassifier(MethodConformance):
+class PrefixConformance(MethodConformance):
     method = "prefix"
-    config = {"num_virtual_tokens": 4, "encoder_hidden_size": 16}
     mergeable = False
 
 
-class TestDirectPrefixOnLlama(MethodConformance):
-    method = "prefix"
+class TestDirectPrefixOnLlama(PrefixConformance):
     config = {"num_virtual_tokens": 4, "projection": False}
     model_kind = "causal_lm"
-    mergeable = False
 
 
-class TestFoldedPrefixOnLlama(MethodConformance):
-    method = "prefix"
+class TestFoldedPrefixOnLlama(PrefixConformance):
     config = {"num_virtual_tokens": 4, "folded": True, "init": "random"}
     model_kind = "causal_lm"
-    mergeable = False
 
 
-class TestPrefixMlpOnGpt2(MethodConformance):
-    method = "prefix"
+class TestPrefixMlpOnBertClassifier(PrefixConformance):
+    config = {"num_virtual_tokens": 4, "encoder_hidden_size": 16}
+
+
+class TestPrefixMlpOnGpt2(PrefixConformance):
     config = {"num_virtual_tokens": 3, "encoder_hidden_size": 8}
     model_kind = "causal_lm"
-    mergeable = False
 
     def make_model(self, hidden_size: int = 32) -> nn.Module:
         return tiny_gpt2(hidden_size=hidden_size)

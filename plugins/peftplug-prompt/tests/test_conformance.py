@@ -6,24 +6,23 @@ from peftplug.testing import MethodConformance
 from peftplug.testing.tiny_models import tiny_gpt2
 
 
-class TestPromptOnBertClassifier(MethodConformance):
+class PromptConformance(MethodConformance):
     method = "prompt"
-    config = {"num_virtual_tokens": 4}
     mergeable = False
 
 
-class TestPromptOnLlama(MethodConformance):
-    method = "prompt"
+class TestPromptOnBertClassifier(PromptConformance):
+    config = {"num_virtual_tokens": 4}
+
+
+class TestPromptOnLlama(PromptConformance):
     config = {"num_virtual_tokens": 4, "init": "random"}
     model_kind = "causal_lm"
-    mergeable = False
 
 
-class TestPromptOnGpt2(MethodConformance):
-    method = "prompt"
+class TestPromptOnGpt2(PromptConformance):
     config = {"num_virtual_tokens": 3}
     model_kind = "causal_lm"
-    mergeable = False
 
     def make_model(self, hidden_size: int = 32) -> nn.Module:
         return tiny_gpt2(hidden_size=hidden_size)

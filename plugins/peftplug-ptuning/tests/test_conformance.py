@@ -3,21 +3,20 @@
 from peftplug.testing import MethodConformance
 
 
-class TestPTuningMlpOnBertClassifier(MethodConformance):
+class PTuningConformance(MethodConformance):
     method = "ptuning"
-    config = {"num_virtual_tokens": 4, "encoder_hidden_size": 16}
     mergeable = False
 
 
-class TestPTuningLstmOnLlama(MethodConformance):
-    method = "ptuning"
+class TestPTuningMlpOnBertClassifier(PTuningConformance):
+    config = {"num_virtual_tokens": 4, "encoder_hidden_size": 16}
+
+
+class TestPTuningLstmOnLlama(PTuningConformance):
     config = {"num_virtual_tokens": 4, "encoder": "lstm", "encoder_hidden_size": 8}
     model_kind = "causal_lm"
-    mergeable = False
 
 
-class TestFoldedPTuningOnLlama(MethodConformance):
-    method = "ptuning"
+class TestFoldedPTuningOnLlama(PTuningConformance):
     config = {"num_virtual_tokens": 4, "folded": True}
     model_kind = "causal_lm"
-    mergeable = False

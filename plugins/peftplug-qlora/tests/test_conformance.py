@@ -30,25 +30,18 @@ def _rounded(
 
 
 class QLoraConformance(MethodConformance):
-    """Where the suite expects the exact base back, QLoRA gives its NF4-rounded weights."""
+    """QLoRA's base is its NF4-rounded weights: the suite compares with those."""
+
+    lossy_base = True
+
+    def reference_base(self) -> nn.Module:
+        return _rounded(
+            self.make_model(), self.quantized_names(), double_quant=self.config.get("double_quant", True)
+        )
 
     def quantized_names(self) -> set[str]:
         model = self.applied_model()
         return {n.removesuffix(".base_layer") for n, m in model.named_modules() if isinstance(m, NF4Linear)}
-
-    def test_loading_into_a_different_model_fails_and_changes_nothing(self, tmp_path: Path) -> None:
-        peftplug.save_adapter(self.trained_model(), tmp_path / "adapter")
-        other = self.make_model(hidden_size=48)
-        names = {n for n, m in other.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"}
-        expected = _rounded(
-            self.make_model(hidden_size=48), names, double_quant=self.config.get("double_quant", True)
-        ).state_dict()
-        with pytest.raises(peftplug.AdapterLoadError):
-            peftplug.load_adapter(other, tmp_path / "adapter")
-        assert peft_state(other) is None
-        after = other.state_dict()
-        assert expected.keys() == after.keys()
-        assert all(torch.equal(expected[k], after[k]) for k in expected)
 
 
 class TestQLoraOnLlama(QLoraConformance):

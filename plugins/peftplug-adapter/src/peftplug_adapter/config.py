@@ -42,7 +42,7 @@ class AdapterConfig(MethodConfig):
     or ``m`` itself; give at most one. ``sublayers``: which sub-layers get adapters.
     Unset options take AdapterHub's value for the placement (``PLACEMENT_DEFAULTS``) and are
     recorded resolved, so saved configs describe exactly what ran.
-    ``train_layer_norms``: also tune each block's layer norms in place.
+    ``train_layer_norms``: also tune each block's layer norms (each adapter its own copy).
     ``train_head``: also train the task head of classification models.
     """
 

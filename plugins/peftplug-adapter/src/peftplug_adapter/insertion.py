@@ -80,8 +80,8 @@ def _adapter_layer_at(block: nn.Module, path: str, hidden_size: int) -> Bottlene
     return layer
 
 
-def in_place_module_names(model: nn.Module, config: AdapterConfig) -> list[str]:
-    """Base modules this adapter trains in place: the task head and, if asked, the block norms."""
+def saved_module_names(model: nn.Module, config: AdapterConfig) -> list[str]:
+    """Modules each adapter trains a copy of: the task head and, if asked, the block norms."""
     names = task_head_names(model) if config.train_head else []
     if config.train_layer_norms:
         norms = layout_of(model).norms

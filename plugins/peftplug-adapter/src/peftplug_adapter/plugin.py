@@ -9,7 +9,7 @@ from torch import nn
 
 from peftplug import MethodSpec, hookimpl
 from peftplug_adapter.config import AdapterConfig
-from peftplug_adapter.insertion import in_place_module_names, insert_adapters
+from peftplug_adapter.insertion import saved_module_names, insert_adapters
 from peftplug_adapter.layer import BottleneckAdapterLayer
 
 
@@ -21,6 +21,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             AdapterConfig,
             "Bottleneck adapters in every block (Houlsby, Pfeiffer or parallel placement)",
             comparison={"learning_rate": 2e-3},
+            starts_at_base=True,
         )
     )
 
@@ -31,10 +32,14 @@ def peftplug_prepare_model(
 ) -> Callable[[], None] | None:
     if not isinstance(config, AdapterConfig):
         return None
-    undo = insert_adapters(model, config, adapter_name)
-    for name in in_place_module_names(model, config):
-        model.get_submodule(name).requires_grad_(True)
-    return undo
+    return insert_adapters(model, config, adapter_name)
+
+
+@hookimpl
+def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+    if not isinstance(config, AdapterConfig):
+        return None
+    return saved_module_names(model, config)
 
 
 @hookimpl
@@ -50,7 +55,4 @@ def peftplug_state_dict(
                 projection = getattr(module, part)[adapter_name]
                 tensors[f"{path}.{part}.{adapter_name}.weight"] = projection.weight
                 tensors[f"{path}.{part}.{adapter_name}.bias"] = projection.bias
-    for name in in_place_module_names(model, config):
-        for parameter_name, parameter in model.get_submodule(name).named_parameters():
-            tensors[f"{name}.{parameter_name}"] = parameter
     return tensors

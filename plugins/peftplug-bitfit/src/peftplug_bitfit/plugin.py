@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from peftplug import MethodSpec, hookimpl
-from peftplug_bitfit.claims import claim, claimed_parameters
+from peftplug.in_place import Owner, in_place_tensors, train_in_place
+from peftplug.targets import task_head_names
 from peftplug_bitfit.config import BitFitConfig
 from peftplug_bitfit.selection import select_parameters
 
@@ -21,6 +22,8 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             BitFitConfig,
             "Train only the bias terms in place (BitFit)",
             comparison={"learning_rate": 3e-3},
+            starts_at_base=True,
+            trains_in_place=True,
         )
     )
 
@@ -31,11 +34,15 @@ def peftplug_prepare_model(
 ) -> Callable[[], None] | None:
     if not isinstance(config, BitFitConfig):
         return None
-    parameters = list(select_parameters(model, config).values())
-    forget = claim(model, adapter_name, parameters)
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    return forget
+    parameters = list(select_parameters(model, config).items())
+    return train_in_place(model, Owner("bitfit", adapter_name), parameters)
+
+
+@hookimpl
+def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+    if not isinstance(config, BitFitConfig):
+        return None
+    return task_head_names(model) if config.train_head else []
 
 
 @hookimpl
@@ -44,4 +51,4 @@ def peftplug_state_dict(
 ) -> dict[str, torch.Tensor] | None:
     if not isinstance(config, BitFitConfig):
         return None
-    return claimed_parameters(model, adapter_name)
+    return in_place_tensors(model, Owner("bitfit", adapter_name))

@@ -49,15 +49,6 @@ def _within(path: str, roots: list[str]) -> bool:
     return any(path == root or path.startswith(root + ".") for root in roots)
 
 
-def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every parameter of the model's task head(s), by name."""
-    return {
-        f"{head}.{name}": parameter
-        for head in task_head_names(model)
-        for name, parameter in model.get_submodule(head).named_parameters()
-    }
-
-
 def norm_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """Weights and biases of every LayerNorm/RMSNorm, or an error if the model has none."""
     parameters = {
@@ -103,13 +94,19 @@ def bias_parameters(model: nn.Module, config: BitFitConfig) -> dict[str, nn.Para
 
 
 def select_parameters(model: nn.Module, config: BitFitConfig) -> dict[str, nn.Parameter]:
-    """Everything BitFit trains under ``config``, by ``model.named_parameters()`` name, in order."""
+    """What BitFit trains in place under ``config``, by ``model.named_parameters()`` name, in order.
+
+    With ``train_head`` the head is left out: the core trains a copy of it per adapter.
+    """
     chosen = bias_parameters(model, config)
     if config.train_norms:
         chosen.update(norm_parameters(model))
-    if config.train_head:
-        chosen.update(head_parameters(model))
-    return {name: p for name, p in model.named_parameters() if name in chosen}
+    heads = task_head_names(model) if config.train_head else []
+    return {
+        name: p
+        for name, p in model.named_parameters()
+        if name in chosen and not _within(owner_path(name), heads)
+    }
 
 
 def _no_bias_message(model: nn.Module, config: BitFitConfig) -> str:

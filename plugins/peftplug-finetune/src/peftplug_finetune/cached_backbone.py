@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
-from peftplug import AdapterLayer, ConfigError, PeftplugError, TargetError
+from peftplug import AdapterLayer, PeftplugError, TargetError
 from peftplug.kv_cache import kv_cache
 from peftplug_finetune.feature_cache import FeatureCache, RowOutput
 
@@ -27,21 +27,15 @@ KEYABLE_VALUES = (type(None), bool, int, float, str)
 RowKey = tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, str, tuple[int, ...], bytes], ...]]
 
 
-def cacheable_backbone(model: nn.Module, trained: list[tuple[str, nn.Parameter]]) -> nn.Module:
-    """``model.base_model``, checked to stay frozen while ``trained`` trains."""
+def cacheable_backbone(model: nn.Module) -> nn.Module:
+    """``model.base_model``, whose output the cache serves (the head trains a copy, so a tied
+    output layer leaves it frozen)."""
     backbone = getattr(model, "base_model", None)
     if not isinstance(backbone, nn.Module) or backbone is model:
         raise TargetError(
             f"head option cache_features needs the model's backbone (model.base_model, as "
             f"transformers models have), which {type(model).__name__} lacks: turn "
             "cache_features off"
-        )
-    inside = {id(p) for p in backbone.parameters()}
-    shared = [name for name, parameter in trained if id(parameter) in inside]
-    if shared:
-        raise ConfigError(
-            f"head option cache_features needs a frozen backbone, but training the head also "
-            f"trains {shared[0]!r}, which the backbone uses (tied weights): turn cache_features off"
         )
     return backbone
 

@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from peftplug import MethodSpec, hookimpl
+from peftplug.in_place import Owner, in_place_tensors, train_in_place
 from peftplug_finetune.cached_backbone import CachedBackbone, cacheable_backbone
 from peftplug_finetune.config import FullConfig, HeadConfig, PartialConfig
 from peftplug_finetune.feature_cache import FeatureCache
-from peftplug_finetune.ownership import claim, owned_tensors, owner_label
-from peftplug_finetune.selection import trained_parameters
+from peftplug_finetune.selection import saved_modules, trained_parameters
 
 
 @hookimpl
@@ -23,6 +23,8 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             FullConfig,
             "Full fine-tuning: every parameter trains",
             comparison={"learning_rate": 1e-4},
+            starts_at_base=True,
+            trains_in_place=True,
         )
     )
     register(
@@ -31,6 +33,8 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             PartialConfig,
             "Train the last k transformer blocks and/or named modules",
             comparison={"learning_rate": 3e-4, "options": {"last_k": 2}},
+            starts_at_base=True,
+            trains_in_place=True,
         )
     )
     register(
@@ -39,6 +43,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             HeadConfig,
             "Train only the task head on a frozen backbone",
             comparison={"learning_rate": 1e-2},
+            starts_at_base=True,
         )
     )
 
@@ -51,8 +56,8 @@ def peftplug_prepare_model(
         return None
     trained = trained_parameters(model, config)
     caching = isinstance(config, HeadConfig) and config.cache_features
-    backbone = cacheable_backbone(model, trained) if caching else None
-    release = claim(model, owner_label(config.method, adapter_name), trained)
+    backbone = cacheable_backbone(model) if caching else None
+    release = train_in_place(model, Owner(config.method, adapter_name), trained)
     if backbone is None:
         return release
     uninstall = CachedBackbone(backbone, FeatureCache(config.cache_max_bytes)).install()
@@ -65,9 +70,16 @@ def peftplug_prepare_model(
 
 
 @hookimpl
+def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+    if not isinstance(config, FullConfig | PartialConfig | HeadConfig):
+        return None
+    return saved_modules(model, config)
+
+
+@hookimpl
 def peftplug_state_dict(
     model: nn.Module, config: object, adapter_name: str
 ) -> dict[str, torch.Tensor] | None:
     if not isinstance(config, FullConfig | PartialConfig | HeadConfig):
         return None
-    return owned_tensors(model, owner_label(config.method, adapter_name))
+    return in_place_tensors(model, Owner(config.method, adapter_name))

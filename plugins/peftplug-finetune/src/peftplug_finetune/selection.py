@@ -8,20 +8,29 @@ from torch import nn
 
 from peftplug import ConfigError, TargetError
 from peftplug.blocks import find_blocks
-from peftplug.errors import did_you_mean
-from peftplug.targets import TASK_HEAD_ATTRIBUTES, task_head_names, walk
+from peftplug.saved_modules import resolve_modules_to_save
+from peftplug.targets import TASK_HEAD_ATTRIBUTES, task_head_names
 from peftplug_finetune.config import FullConfig, HeadConfig, PartialConfig
 
 FinetuneConfig = FullConfig | PartialConfig | HeadConfig
 
 
 def trained_parameters(model: nn.Module, config: FinetuneConfig) -> list[tuple[str, nn.Parameter]]:
-    """The parameters the method trains, each once (tied weights share one), with its name."""
+    """The parameters the method trains in place, each once (tied weights share one)."""
     if isinstance(config, FullConfig):
         return list(model.named_parameters())
     if isinstance(config, PartialConfig):
         return parameters_of(model, partial_modules(model, config))
-    return parameters_of(model, head_modules(model, config))
+    return []
+
+
+def saved_modules(model: nn.Module, config: FinetuneConfig) -> list[str]:
+    """The head the method trains as a copy per adapter (the core's task head facility)."""
+    if isinstance(config, HeadConfig):
+        return head_modules(model, config)
+    if isinstance(config, PartialConfig) and config.train_head:
+        return task_head_names(model)
+    return []
 
 
 def parameters_of(model: nn.Module, paths: Iterable[str]) -> list[tuple[str, nn.Parameter]]:
@@ -35,7 +44,7 @@ def parameters_of(model: nn.Module, paths: Iterable[str]) -> list[tuple[str, nn.
 
 
 def partial_modules(model: nn.Module, config: PartialConfig) -> list[str]:
-    """Paths of the last ``last_k`` blocks, the named modules and (optionally) the task head."""
+    """Paths of the last ``last_k`` blocks and the named modules."""
     paths: list[str] = []
     if config.last_k:
         blocks = find_blocks(model)
@@ -47,26 +56,7 @@ def partial_modules(model: nn.Module, config: PartialConfig) -> list[str]:
                 f"set last_k to at most {len(blocks)}"
             )
         paths += [path for path, _ in blocks[-config.last_k :]]
-    paths += named_modules(model, config.modules)
-    if config.train_head:
-        paths += task_head_names(model)
-    return paths
-
-
-def named_modules(model: nn.Module, wanted: list[str]) -> list[str]:
-    """Module paths matching each name (the path itself or a ``.<name>`` suffix)."""
-    paths = [path for path, _ in walk(model)]
-    found: list[str] = []
-    for name in wanted:
-        matches = [path for path in paths if path == name or path.endswith("." + name)]
-        if not matches:
-            leaves = {path.rsplit(".", 1)[-1] for path in paths}
-            raise TargetError(
-                f"partial option 'modules' names {name!r}, which is not a module of this model"
-                f"{did_you_mean(name, leaves | set(paths))}"
-            )
-        found += matches
-    return found
+    return paths + resolve_modules_to_save(model, config.modules, "partial option 'modules'")
 
 
 def head_modules(model: nn.Module, config: HeadConfig) -> list[str]:

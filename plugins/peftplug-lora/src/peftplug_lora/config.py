@@ -7,16 +7,19 @@ import math
 from typing import Literal
 
 from peftplug import ConfigError, TargetedConfig
+from peftplug_lora.dora import DoraVariant
+from peftplug_lora.variant import LoraVariant
 
 
 @dataclasses.dataclass
 class LoraConfig(TargetedConfig):
     """Low-rank adaptation: ``W x + (alpha / r) * B A x`` on each target layer.
 
-    ``modules_to_save``: modules trained in full and saved with the adapter (trained in
-    place, not copied); ``"auto"`` picks the task head of classification models.
+    ``modules_to_save``: modules trained in full and saved with the adapter (each adapter
+    trains its own copy); ``"auto"`` picks the task head of classification models.
     ``loraplus_lr_ratio``: LoRA+ — B matrices learn this many times faster than A.
     ``bias``: also train no biases, all biases, or the biases of the wrapped layers.
+    ``use_dora``: DoRA — a trained magnitude per output row times LoRA's direction.
     """
 
     r: int = 8
@@ -26,6 +29,7 @@ class LoraConfig(TargetedConfig):
     bias: Literal["none", "all", "lora_only"] = "none"
     modules_to_save: list[str] | Literal["auto"] = "auto"
     loraplus_lr_ratio: float | None = None
+    use_dora: bool = False
 
     def validate(self) -> None:
         if self.r < 1:
@@ -39,6 +43,10 @@ class LoraConfig(TargetedConfig):
                 f"lora option 'loraplus_lr_ratio' must be positive (16 is typical), "
                 f"got {self.loraplus_lr_ratio}"
             )
+
+    def variant(self) -> type[LoraVariant] | None:
+        """The variant each adapter gets (None: plain LoRA); a config subclass may override it."""
+        return DoraVariant if self.use_dora else None
 
     @property
     def scaling(self) -> float:

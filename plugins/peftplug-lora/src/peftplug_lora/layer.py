@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peftplug import AdapterLayer, get_base_weight
+from peftplug import AdapterLayer, get_base_weight, set_base_weight
 from peftplug_lora.config import LoraConfig
 
 
@@ -29,7 +29,11 @@ def _adapter_dtype(layer: nn.Module) -> torch.dtype:
 
 
 class LoraLinear(AdapterLayer):
-    """``base(x) + scaling * B(A(dropout(x)))`` for the active adapter."""
+    """``base(x) + scaling * B(A(dropout(x)))`` for the active adapter, unless it has a variant.
+
+    An adapter whose config names a ``LoraVariant`` (DoRA: ``use_dora``) has it in
+    ``lora_variant[name]``, which then computes the output and merges.
+    """
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
@@ -37,6 +41,7 @@ class LoraLinear(AdapterLayer):
         self.lora_A = nn.ModuleDict()
         self.lora_B = nn.ModuleDict()
         self.lora_dropout = nn.ModuleDict()
+        self.lora_variant = nn.ModuleDict()
         self.scaling: dict[str, float] = {}
 
     @property
@@ -54,13 +59,18 @@ class LoraLinear(AdapterLayer):
         if config.dropout > 0:
             self.lora_dropout[name] = nn.Dropout(config.dropout)
         self.scaling[name] = config.scaling
+        variant = config.variant()
+        if variant is not None:
+            self.lora_variant[name] = variant(self, name, config)
 
     def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
         yield self.lora_A[name].weight
         yield self.lora_B[name].weight
+        if name in self.lora_variant:
+            yield from self.lora_variant[name].parameters()
 
     def delete_adapter(self, name: str) -> None:
-        for container in (self.lora_A, self.lora_B, self.lora_dropout):
+        for container in (self.lora_A, self.lora_B, self.lora_dropout, self.lora_variant):
             if name in container:
                 del container[name]
         self.scaling.pop(name, None)
@@ -76,6 +86,8 @@ class LoraLinear(AdapterLayer):
         if not self.adapter_active():
             return result
         name = self.active_adapter
+        if name in self.lora_variant:
+            return self.lora_variant[name](self, x, result)
         lora_a = self.lora_A[name].weight
         hidden = x.to(lora_a.dtype)
         if name in self.lora_dropout:
@@ -83,6 +95,29 @@ class LoraLinear(AdapterLayer):
         update = nn.functional.linear(nn.functional.linear(hidden, lora_a), self.lora_B[name].weight)
         # In place: the base output is not needed by its own backward, so this saves a copy.
         return result.add_(update.to(result.dtype), alpha=self.scaling[name])
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold the active adapter into the base weight; a variant folds itself in."""
+        name = self.active_adapter
+        if name not in self.lora_variant or name in self.merged_adapters:
+            super().merge()
+            return
+        weight = get_base_weight(self.base_layer)
+        merged = self.lora_variant[name].merge(self, weight)
+        set_base_weight(self.base_layer, merged.to(weight.dtype))
+        self.merged_adapters.append(name)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Take the merged adapters back out of the base weight; a variant takes itself out."""
+        # Only the active adapter merges, and switching needs an unmerge: at most one is merged.
+        while self.merged_adapters and self.merged_adapters[-1] in self.lora_variant:
+            name = self.merged_adapters.pop()
+            weight = get_base_weight(self.base_layer)
+            restored = self.lora_variant[name].unmerge(self, weight)
+            set_base_weight(self.base_layer, restored.to(weight.dtype))
+        super().unmerge()
 
     def extra_repr(self) -> str:
         ranks = {name: a.out_features for name, a in self.lora_A.items()}

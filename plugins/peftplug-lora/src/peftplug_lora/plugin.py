@@ -9,10 +9,10 @@ from torch import nn
 from transformers import TrainingArguments
 
 from peftplug import MethodSpec, ParamGroup, hookimpl
+from peftplug.saved_modules import resolve_modules_to_save
 from peftplug.targets import LINEAR_TYPES
 from peftplug_lora.config import LoraConfig
 from peftplug_lora.layer import LoraLinear
-from peftplug_lora.saved_modules import saved_module_names
 
 
 @hookimpl
@@ -23,6 +23,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             LoraConfig,
             "Low-rank adaptation of linear layers (LoRA)",
             comparison={"learning_rate": 2e-3, "options": {"r": 8, "alpha": 16}},
+            starts_at_base=True,
         )
     )
 
@@ -31,8 +32,6 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
 def peftplug_prepare_model(model: nn.Module, config: object, adapter_name: str) -> None:
     if not isinstance(config, LoraConfig):
         return None
-    for name in saved_module_names(model, config):
-        model.get_submodule(name).requires_grad_(True)
     if config.bias == "all":
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
@@ -59,6 +58,13 @@ def peftplug_replace_module(
 
 
 @hookimpl
+def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+    if not isinstance(config, LoraConfig):
+        return None
+    return resolve_modules_to_save(model, config.modules_to_save)
+
+
+@hookimpl
 def peftplug_state_dict(
     model: nn.Module, config: object, adapter_name: str
 ) -> dict[str, torch.Tensor] | None:
@@ -69,11 +75,11 @@ def peftplug_state_dict(
         if isinstance(module, LoraLinear) and adapter_name in module.lora_A:
             tensors[f"{path}.lora_A.{adapter_name}.weight"] = module.lora_A[adapter_name].weight
             tensors[f"{path}.lora_B.{adapter_name}.weight"] = module.lora_B[adapter_name].weight
+            if adapter_name in module.lora_variant:
+                for key, tensor in module.lora_variant[adapter_name].named_parameters():
+                    tensors[f"{path}.lora_variant.{adapter_name}.{key}"] = tensor
             if config.bias == "lora_only" and getattr(module.base_layer, "bias", None) is not None:
                 tensors[f"{path}.base_layer.bias"] = module.base_layer.bias
-    for name in saved_module_names(model, config):
-        for parameter_name, parameter in model.get_submodule(name).named_parameters():
-            tensors[f"{name}.{parameter_name}"] = parameter
     if config.bias == "all":
         tensors.update((n, p) for n, p in model.named_parameters() if n.endswith("bias"))
     return tensors

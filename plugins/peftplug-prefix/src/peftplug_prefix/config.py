@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from peftplug_prompt import VirtualTokenConfig
+from peftplug_prompt.virtual_tokens import EncodedVirtualTokenConfig
 
 from peftplug import ConfigError
 
 
 @dataclasses.dataclass
-class PrefixConfig(VirtualTokenConfig):
+class PrefixConfig(EncodedVirtualTokenConfig):
     """Prefix tuning (Li & Liang 2021): learned keys and values before every layer's keys.
 
     ``num_virtual_tokens`` prefix positions per layer. ``init`` picks where they start: the
@@ -26,16 +26,13 @@ class PrefixConfig(VirtualTokenConfig):
     method = "prefix"
 
     projection: bool = True
-    encoder_hidden_size: int = 128
-    folded: bool = False
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.projection and not self.folded
 
     def validate(self) -> None:
         super().validate()
-        if self.encoder_hidden_size < 1:
-            raise ConfigError(
-                f"prefix option 'encoder_hidden_size' must be positive (128 is typical), "
-                f"got {self.encoder_hidden_size}"
-            )
         if self.folded and not self.projection:
             raise ConfigError(
                 "prefix option folded=True only applies with projection=True (there is no MLP "

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from peftplug_prompt.virtual_tokens import fold_encoders
 from torch import nn
 
-from peftplug.apply import refresh_config_record, require_state
-from peftplug_prefix.config import PrefixConfig
-from peftplug_prefix.layer import PrefixKeyValues
-from peftplug_prefix.mechanism import prefix_store
+from peftplug_prefix.method import PREFIX_TUNING
 
 
 def fold(model: nn.Module) -> nn.Module:
@@ -18,19 +15,4 @@ def fold(model: nn.Module) -> nn.Module:
     x kv_heads x head_dim`` numbers (plus the task head) and attention runs without the MLP.
     The config is marked ``folded`` so a saved adapter loads folded. Returns ``model``.
     """
-    state = require_state(model)
-    store = prefix_store(model)
-    for applied in state.methods:
-        config = applied.config
-        if not isinstance(config, PrefixConfig) or not config.projection or config.folded:
-            continue
-        encoder = store.prefixes[applied.adapter_name]
-        with torch.no_grad():
-            keys, values = (tensor.detach().clone() for tensor in encoder.all_layers())
-        folded = PrefixKeyValues(keys, values)
-        trains = encoder.embedding.requires_grad
-        folded.requires_grad_(trains)
-        store.prefixes[applied.adapter_name] = folded
-        config.folded = True
-    refresh_config_record(model)  # Trainer checkpoints describe the folded adapter
-    return model
+    return fold_encoders(model, PREFIX_TUNING)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from peftplug_prompt.init import text_token_ids
+from peftplug_prompt.virtual_tokens import text_token_ids
 from torch import nn
 
 from peftplug import ConfigError

@@ -8,13 +8,10 @@ segment is reused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
+from peftplug_prompt.virtual_tokens import VirtualTokenStore
 from torch import nn
 from torch.nn import functional as F
-
-from peftplug import AdapterLayer
 
 
 class PrefixKeyValues(nn.Module):
@@ -84,6 +81,13 @@ class PrefixEncoder(nn.Module):
         values = self.value_head(hidden).view(*shape, self.value_dim).permute(1, 2, 0, 3)
         return keys, values
 
+    def folded(self) -> PrefixKeyValues:
+        """The prefixes this MLP produces, as plain keys and values that train as it did."""
+        keys, values = (tensor.detach().clone() for tensor in self.all_layers())
+        prefix = PrefixKeyValues(keys, values)
+        prefix.requires_grad_(self.embedding.requires_grad)
+        return prefix
+
 
 def _fit(head: nn.Linear, hidden: torch.Tensor, target: torch.Tensor) -> None:
     """Set ``head`` so ``head(hidden)`` is ``target`` (exact when P <= width), in fp64."""
@@ -93,15 +97,15 @@ def _fit(head: nn.Linear, hidden: torch.Tensor, target: torch.Tensor) -> None:
     head.bias.copy_(bias)
 
 
-class PrefixStore(AdapterLayer):
+class PrefixStore(VirtualTokenStore):
     """Every adapter's prefix module, in one place on the model.
 
-    An ``AdapterLayer`` so ``set_active_adapter``, ``disable_adapters`` and ``delete_adapter``
-    reach it. It wraps no module (``base_layer`` is an ``nn.Identity``): the prefixes enter
-    attention through the attention interface (see ``peftplug_prefix.attention``).
+    It wraps no module (``base_layer`` is an ``nn.Identity``): the prefixes enter attention
+    through the attention interface (see ``peftplug_prefix.attention``). A prefix module is a
+    ``PrefixKeyValues`` or a ``PrefixEncoder``.
     """
 
-    mergeable = False
+    modules_attribute = "prefixes"
     not_mergeable_reason = (
         "a prefix adds attention positions instead of changing a weight, so it cannot be "
         "folded into the base weights; keep the adapter applied (peftplug_prefix.fold removes "
@@ -110,29 +114,8 @@ class PrefixStore(AdapterLayer):
 
     def __init__(self) -> None:
         super().__init__(nn.Identity())
-        self.prefixes = nn.ModuleDict()
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return list(self.prefixes.keys())
-
-    def add_adapter(self, name: str, prefix: nn.Module) -> None:
-        """Hold ``prefix`` (``PrefixKeyValues`` or ``PrefixEncoder``) as adapter ``name``."""
-        self.prefixes[name] = prefix
-
-    def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
-        yield from self.prefixes[name].parameters()
-
-    def delete_adapter(self, name: str) -> None:
-        del self.prefixes[name]
-        if self.active_adapter == name:
-            self.active_adapter = None
 
     def layer_prefix(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The active adapter's prefix for layer ``index``, or ``None`` when none is active."""
-        if not self.adapter_active():
-            return None
-        return self.prefixes[self.active_adapter].layer(index)
-
-    def extra_repr(self) -> str:
-        return f"adapters={self.adapter_names}"
+        prefix = self.active_module()
+        return None if prefix is None else prefix.layer(index)

@@ -1,20 +1,18 @@
-"""Prompt tuning for peftplug: trainable virtual tokens prepended to the input embeddings."""
+"""Prompt tuning for peftplug: trainable virtual tokens prepended to the input embeddings.
 
-from peftplug_prompt.config import PromptConfig, VirtualTokenConfig
-from peftplug_prompt.init import initial_virtual_tokens
+``peftplug_prompt.virtual_tokens`` is the shared base of every virtual-token method.
+"""
+
+from peftplug_prompt.config import PromptConfig
 from peftplug_prompt.layer import PromptEmbedding, SoftPrompt
-from peftplug_prompt.mechanism import add_prompt, prompt_layer, remove_prompt
-from peftplug_prompt.tensors import head_parameters, virtual_token_tensors
+from peftplug_prompt.mechanism import prompt_layer
+from peftplug_prompt.method import PROMPT_TUNING, PromptTuning
 
 __all__ = [
+    "PROMPT_TUNING",
     "PromptConfig",
     "PromptEmbedding",
+    "PromptTuning",
     "SoftPrompt",
-    "VirtualTokenConfig",
-    "add_prompt",
-    "head_parameters",
-    "initial_virtual_tokens",
     "prompt_layer",
-    "remove_prompt",
-    "virtual_token_tensors",
 ]

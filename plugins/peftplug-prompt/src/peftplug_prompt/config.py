@@ -1,47 +1,10 @@
-"""Options of the virtual-token methods (prompt tuning here, P-tuning reuses the base)."""
+"""Prompt tuning's options: those every virtual-token method shares."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
-from peftplug import ConfigError, MethodConfig
-
-
-@dataclasses.dataclass
-class VirtualTokenConfig(MethodConfig):
-    """Options every method that prepends virtual tokens shares.
-
-    ``init``: where the virtual tokens start: ``"vocab"`` (rows of the embedding matrix
-    sampled at random), ``"text"`` (the embeddings of ``init_text``'s tokens, repeated or cut
-    to ``num_virtual_tokens``; the tokenizer comes from ``tokenizer_name_or_path`` or else the
-    model's ``config._name_or_path``) or ``"random"`` (normal, with the embedding matrix's std).
-    ``train_head``: the task head of classification models trains (and is saved) too.
-    """
-
-    num_virtual_tokens: int = 20
-    init: Literal["vocab", "text", "random"] = "vocab"
-    init_text: str | None = None
-    tokenizer_name_or_path: str | None = None
-    train_head: bool = True
-
-    def validate(self) -> None:
-        label = self._label()
-        if self.num_virtual_tokens < 1:
-            raise ConfigError(
-                f"{label} option 'num_virtual_tokens' must be at least 1 (20 is typical), "
-                f"got {self.num_virtual_tokens}"
-            )
-        if self.init == "text" and not self.init_text:
-            raise ConfigError(
-                f"{label} option init='text' needs 'init_text', e.g. "
-                "'Classify the sentiment of this review:'; or use init='vocab'"
-            )
-        if self.init != "text" and self.init_text is not None:
-            raise ConfigError(
-                f"{label} option 'init_text' is only used with init='text' (init is "
-                f"{self.init!r}): set init='text' or drop init_text"
-            )
+from peftplug_prompt.virtual_tokens import VirtualTokenConfig
 
 
 @dataclasses.dataclass

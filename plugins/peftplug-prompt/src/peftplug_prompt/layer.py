@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
-from peftplug import AdapterLayer
+from peftplug_prompt.virtual_tokens import VirtualTokenStore
 
 
 class SoftPrompt(nn.Module):
@@ -21,7 +19,7 @@ class SoftPrompt(nn.Module):
         return self.embedding
 
 
-class PromptEmbedding(AdapterLayer):
+class PromptEmbedding(VirtualTokenStore):
     """The model's input embedding plus, per adapter, a module producing its virtual tokens.
 
     ``forward`` embeds real tokens only (the base layer): the model-level pre-hook asks
@@ -30,40 +28,16 @@ class PromptEmbedding(AdapterLayer):
     methods (P-tuning's encoder) plug in their own.
     """
 
-    mergeable = False
+    modules_attribute = "prompts"
     not_mergeable_reason = (
         "a soft prompt adds input positions instead of changing a weight, so it cannot be "
         "folded into the base weights; keep the adapter applied for inference"
     )
 
-    def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__(base_layer)
-        self.prompts = nn.ModuleDict()
-
-    @property
-    def adapter_names(self) -> list[str]:
-        return list(self.prompts.keys())
-
-    def add_adapter(self, name: str, prompt: nn.Module) -> None:
-        """Hold ``prompt`` as adapter ``name``'s virtual-token source."""
-        self.prompts[name] = prompt
-
-    def adapter_parameters(self, name: str) -> Iterator[nn.Parameter]:
-        yield from self.prompts[name].parameters()
-
-    def delete_adapter(self, name: str) -> None:
-        del self.prompts[name]
-        if self.active_adapter == name:
-            self.active_adapter = None
-
     def virtual_tokens(self) -> torch.Tensor | None:
         """The active adapter's ``(tokens, dim)`` prompt in the embedding's dtype, or ``None``."""
-        if not self.adapter_active():
-            return None
-        return self.prompts[self.active_adapter]().to(self.base_layer.weight.dtype)
+        prompt = self.active_module()
+        return None if prompt is None else prompt().to(self.base_layer.weight.dtype)
 
     def forward(self, input_ids: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         return self.base_layer(input_ids, *args, **kwargs)
-
-    def extra_repr(self) -> str:
-        return f"adapters={self.adapter_names}"

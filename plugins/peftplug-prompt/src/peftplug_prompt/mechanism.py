@@ -45,30 +45,17 @@ def _path_of(model: nn.Module, module: nn.Module) -> str:
     return next(name for name, child in model.named_modules() if child is module)
 
 
-def add_prompt(model: nn.Module, adapter_name: str, prompt: nn.Module) -> None:
-    """Give ``model`` adapter ``adapter_name``'s virtual tokens (wrapping and hooking once)."""
-    layer = prompt_layer(model)
-    if layer is None:
-        embedding = _input_embedding(model)
-        layer = PromptEmbedding(embedding)
-        model.set_submodule(_path_of(model, embedding), layer)
-        setattr(model, HANDLES_ATTRIBUTE, _register_hooks(model, layer))
-    elif adapter_name in layer.prompts:
-        raise ConfigError(
-            f"adapter {adapter_name!r} already has virtual tokens (prompt and ptuning cannot share "
-            "an adapter): apply the second method under another adapter_name"
-        )
-    layer.add_adapter(adapter_name, prompt)
+def attach_prompt_layer(model: nn.Module) -> PromptEmbedding:
+    """Wrap ``model``'s input embedding in an empty ``PromptEmbedding`` and hook its forward."""
+    embedding = _input_embedding(model)
+    layer = PromptEmbedding(embedding)
+    model.set_submodule(_path_of(model, embedding), layer)
+    setattr(model, HANDLES_ATTRIBUTE, _register_hooks(model, layer))
+    return layer
 
 
-def remove_prompt(model: nn.Module, adapter_name: str) -> None:
-    """Take adapter ``adapter_name``'s prompt off; the last one unwraps and unhooks the model."""
-    layer = prompt_layer(model)
-    if layer is None or adapter_name not in layer.prompts:
-        return
-    layer.delete_adapter(adapter_name)
-    if layer.prompts:
-        return
+def detach_prompt_layer(model: nn.Module, layer: PromptEmbedding) -> None:
+    """Unhook ``model`` and put its own input embedding back in place of ``layer``."""
     for handle in getattr(model, HANDLES_ATTRIBUTE):
         handle.remove()
     delattr(model, HANDLES_ATTRIBUTE)

@@ -3,5 +3,6 @@
 from peftplug_ptuning.config import PTuningConfig
 from peftplug_ptuning.encoder import PromptEncoder
 from peftplug_ptuning.fold import fold
+from peftplug_ptuning.method import P_TUNING, PTuning
 
-__all__ = ["PTuningConfig", "PromptEncoder", "fold"]
+__all__ = ["P_TUNING", "PTuning", "PTuningConfig", "PromptEncoder", "fold"]

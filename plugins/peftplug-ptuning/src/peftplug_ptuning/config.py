@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from peftplug import ConfigError
-from peftplug_prompt import VirtualTokenConfig
+from peftplug_prompt.virtual_tokens import EncodedVirtualTokenConfig
 
 
 @dataclasses.dataclass
-class PTuningConfig(VirtualTokenConfig):
+class PTuningConfig(EncodedVirtualTokenConfig):
     """P-tuning (Liu et al. 2021): virtual tokens = a prompt encoder over learned embeddings.
 
     ``encoder``: ``"mlp"`` (3 linear layers) or ``"lstm"`` (a 2-layer bidirectional LSTM and
@@ -22,13 +21,3 @@ class PTuningConfig(VirtualTokenConfig):
     method = "ptuning"
 
     encoder: Literal["mlp", "lstm"] = "mlp"
-    encoder_hidden_size: int = 128
-    folded: bool = False
-
-    def validate(self) -> None:
-        super().validate()
-        if self.encoder_hidden_size < 1:
-            raise ConfigError(
-                f"ptuning option 'encoder_hidden_size' must be positive (128 is typical), "
-                f"got {self.encoder_hidden_size}"
-            )

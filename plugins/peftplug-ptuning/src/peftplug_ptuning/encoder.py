@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from peftplug_prompt import SoftPrompt
 from torch import nn
 
 from peftplug_ptuning.config import PTuningConfig
@@ -44,3 +45,9 @@ class PromptEncoder(nn.Module):
         if self.lstm is not None:
             hidden = self.lstm(hidden.unsqueeze(0))[0].squeeze(0)
         return self.embedding + self.head(hidden)
+
+    def folded(self) -> SoftPrompt:
+        """The virtual tokens this encoder produces, as fixed tokens that train as it did."""
+        tokens = SoftPrompt(self().detach().clone())
+        tokens.requires_grad_(self.embedding.requires_grad)
+        return tokens

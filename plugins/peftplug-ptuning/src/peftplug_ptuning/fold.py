@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import torch
+from peftplug_prompt.virtual_tokens import fold_encoders
 from torch import nn
 
-from peftplug.apply import refresh_config_record, require_state
-from peftplug_prompt import SoftPrompt, prompt_layer
-from peftplug_ptuning.config import PTuningConfig
+from peftplug_ptuning.method import P_TUNING
 
 
 def fold(model: nn.Module) -> nn.Module:
@@ -18,17 +16,4 @@ def fold(model: nn.Module) -> nn.Module:
     marked ``folded`` so a saved adapter loads folded. Training a folded adapter trains the
     tokens directly (prompt tuning). Returns ``model``.
     """
-    state = require_state(model)
-    layer = prompt_layer(model)
-    for applied in state.methods:
-        if not isinstance(applied.config, PTuningConfig) or applied.config.folded:
-            continue
-        name = applied.adapter_name
-        encoder = layer.prompts[name]  # a PromptEncoder while not folded
-        with torch.no_grad():
-            tokens = SoftPrompt(encoder().detach().clone())
-        tokens.embedding.requires_grad_(encoder.embedding.requires_grad)
-        layer.prompts[name] = tokens
-        applied.config.folded = True
-    refresh_config_record(model)  # Trainer checkpoints describe the folded adapter
-    return model
+    return fold_encoders(model, P_TUNING)

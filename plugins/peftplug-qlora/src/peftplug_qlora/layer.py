@@ -11,12 +11,14 @@ from peftplug.quant import NF4Linear
 class QLoraLinear(LoraLinear):
     """LoRA over an ``NF4Linear``: ``nf4_lora_linear`` computes base and update in one op.
 
-    Everything else (adapters, merging through the base-weight hooks, saving) is LoRA's.
+    Everything else (adapters, variants such as DoRA, merging through the base-weight hooks,
+    saving) is LoRA's.
     """
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         base = self.base_layer
-        if not isinstance(base, NF4Linear) or not self.adapter_active() or args or kwargs:
+        fused = isinstance(base, NF4Linear) and self.adapter_active() and not (args or kwargs)
+        if not fused or self.active_adapter in self.lora_variant:
             return super().forward(x, *args, **kwargs)
         name = self.active_adapter
         lora_a, lora_b = self.lora_A[name].weight, self.lora_B[name].weight

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from peftplug_lora import LoraLinear
 from torch import nn
 
@@ -29,6 +28,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             QLoraConfig,
             "LoRA over an NF4 4-bit base (QLoRA)",
             comparison={"learning_rate": 2e-3, "options": {"r": 8, "alpha": 16}},
+            starts_at_base=True,
         )
     )
 
@@ -67,17 +67,3 @@ def peftplug_replace_module(
         return None
     layer.add_adapter(adapter_name, config)
     return layer
-
-
-@hookimpl
-def peftplug_get_base_weight(module: nn.Module) -> torch.Tensor | None:
-    if isinstance(module, NF4Linear):
-        return module.dequantize()
-    return None
-
-
-@hookimpl
-def peftplug_set_base_weight(module: nn.Module, weight: torch.Tensor) -> dict[str, float] | None:
-    if isinstance(module, NF4Linear):
-        return module.requantize(weight)
-    return None

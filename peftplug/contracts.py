@@ -1,13 +1,21 @@
-"""What a plugin registers: a named method with its config class."""
+"""What plugins hand the core: ``MethodSpec`` (with ``ComparisonDefaults``) and ``ParamGroup``.
+
+A leaf: it imports nothing from peftplug but the config base class and the errors, so every
+other module (and every plugin) can use these types without import cycles.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftplug.config import MethodConfig
 from peftplug.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import TrainingArguments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +68,12 @@ class MethodSpec:
     method, as a ``ComparisonDefaults`` or a mapping with its keys; ``None`` means 1e-3 and the
     config's own defaults. ``plugin``, ``distribution`` and ``version`` are filled in by the
     plugin host.
+
+    What the method promises, checked by ``peftplug.testing.MethodConformance``:
+    ``starts_at_base``: a freshly applied adapter leaves the model's outputs unchanged (LoRA's
+    zero B, an adapter's zero up-projection); ``trains_in_place``: the method trains some of the
+    base model's own parameters (BitFit's biases, full fine-tuning), so a model holds at most
+    one such adapter and disabling or unloading cannot take its training back.
     """
 
     name: str
@@ -69,6 +83,8 @@ class MethodSpec:
     distribution: str = ""
     version: str = ""
     comparison: ComparisonDefaults | Mapping[str, Any] | None = None
+    starts_at_base: bool = False
+    trains_in_place: bool = False
 
     def __post_init__(self) -> None:
         if self.comparison is not None:
@@ -105,4 +121,27 @@ class MethodSpec:
             "plugin": self.plugin,
             "distribution": self.distribution,
             "version": self.version,
+        }
+
+
+@dataclasses.dataclass
+class ParamGroup:
+    """One optimizer group a plugin returns from ``peftplug_param_groups``.
+
+    ``params``: the group's parameters; frozen ones are dropped, and a parameter in two groups
+    is an error. ``name``: a label for messages. ``lr`` and ``weight_decay``: ``None`` takes
+    the Trainer's ``args.learning_rate`` / ``args.weight_decay``.
+    """
+
+    params: list[nn.Parameter]
+    name: str = ""
+    lr: float | None = None
+    weight_decay: float | None = None
+
+    def to_torch(self, args: TrainingArguments) -> dict[str, Any]:
+        """The ``torch.optim`` group dict."""
+        return {
+            "params": self.params,
+            "lr": args.learning_rate if self.lr is None else self.lr,
+            "weight_decay": args.weight_decay if self.weight_decay is None else self.weight_decay,
         }

@@ -7,7 +7,13 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from peftplug import ConfigError
-from peftplug_prompt.config import VirtualTokenConfig
+from peftplug_prompt.virtual_tokens.config import VirtualTokenConfig
+
+
+def base_input_embedding(model: nn.Module) -> nn.Embedding:
+    """The model's own input embedding, unwrapped if a virtual-token method wrapped it."""
+    embedding = model.get_input_embeddings()
+    return getattr(embedding, "base_layer", embedding)
 
 
 def initial_virtual_tokens(

@@ -1,0 +1,73 @@
+"""Prefix tuning as a virtual-token method: where its store lives, how it reaches attention.
+
+The store (``model.peftplug_prefix``) holds every adapter's prefix module. Attaching it
+switches the model to prefix attention (``peftplug_prefix.attention``), remembering the
+implementation it had; each adapter's recording run points the attention modules at the store
+(slots). Detaching the store removes the slots and restores the model's own attention.
+"""
+
+from __future__ import annotations
+
+from peftplug_prompt.virtual_tokens import VirtualTokenMethod, base_input_embedding
+from torch import nn
+
+from peftplug import MethodSpec
+from peftplug_prefix.attention import (
+    attach_slots,
+    detach_slots,
+    restore_attention,
+    switch_attention,
+)
+from peftplug_prefix.config import PrefixConfig
+from peftplug_prefix.init import initial_prefix
+from peftplug_prefix.layer import PrefixEncoder, PrefixKeyValues, PrefixStore
+
+STORE_ATTRIBUTE = "peftplug_prefix"
+PREVIOUS_ATTRIBUTE = "_peftplug_prefix_previous_attention"
+
+
+def prefix_store(model: nn.Module) -> PrefixStore | None:
+    """The model's prefix store, or ``None`` if no prefix is attached."""
+    store = getattr(model, STORE_ATTRIBUTE, None)
+    return store if isinstance(store, PrefixStore) else None
+
+
+class PrefixTuning(VirtualTokenMethod):
+    """Learned keys and values before every attention layer's keys, from a ``PrefixStore``."""
+
+    spec = MethodSpec(
+        "prefix",
+        PrefixConfig,
+        "Prefix tuning: learned keys and values in every layer",
+        comparison={"learning_rate": 1e-2, "options": {"projection": False}},
+    )
+    param_group = "prefix"
+
+    def store(self, model: nn.Module) -> PrefixStore | None:
+        return prefix_store(model)
+
+    def attach(self, model: nn.Module) -> PrefixStore:
+        setattr(model, PREVIOUS_ATTRIBUTE, switch_attention(model))
+        store = PrefixStore()
+        setattr(model, STORE_ATTRIBUTE, store)
+        return store
+
+    def detach(self, model: nn.Module, store: PrefixStore) -> None:
+        delattr(model, STORE_ATTRIBUTE)
+        detach_slots(model)
+        restore_attention(model, getattr(model, PREVIOUS_ATTRIBUTE))
+        delattr(model, PREVIOUS_ATTRIBUTE)
+
+    def build(self, model: nn.Module, config: PrefixConfig, store: PrefixStore) -> nn.Module:
+        embedding = base_input_embedding(model)
+        start = initial_prefix(model, embedding, config)
+        attach_slots(store, start.modules)
+        if config.has_encoder:
+            hidden, width = embedding.weight.shape[1], config.encoder_hidden_size
+            prefix = PrefixEncoder(start.keys, start.values, hidden, width)
+        else:
+            prefix = PrefixKeyValues(start.keys, start.values)
+        return prefix.to(start.keys.device)
+
+
+PREFIX_TUNING = PrefixTuning()

@@ -1,0 +1,49 @@
+"""Prompt tuning as a virtual-token method: trainable tokens in the ``PromptEmbedding``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from peftplug import MethodSpec
+from peftplug_prompt.config import PromptConfig
+from peftplug_prompt.layer import PromptEmbedding, SoftPrompt
+from peftplug_prompt.mechanism import attach_prompt_layer, detach_prompt_layer, prompt_layer
+from peftplug_prompt.virtual_tokens import (
+    VirtualTokenConfig,
+    VirtualTokenMethod,
+    base_input_embedding,
+    initial_virtual_tokens,
+)
+
+
+class PromptTuning(VirtualTokenMethod):
+    """Virtual tokens prepended to the input embeddings (``peftplug_prompt.mechanism``).
+
+    Other input-level methods subclass it and override ``build`` (P-tuning): their adapters
+    share the ``PromptEmbedding`` with prompt tuning's, under different adapter names.
+    """
+
+    spec = MethodSpec(
+        "prompt",
+        PromptConfig,
+        "Prompt tuning: trainable virtual input tokens",
+        comparison={"learning_rate": 3e-2},
+    )
+    param_group = "soft_prompt"
+
+    def store(self, model: nn.Module) -> PromptEmbedding | None:
+        return prompt_layer(model)
+
+    def attach(self, model: nn.Module) -> PromptEmbedding:
+        return attach_prompt_layer(model)
+
+    def detach(self, model: nn.Module, store: PromptEmbedding) -> None:
+        detach_prompt_layer(model, store)
+
+    def build(
+        self, model: nn.Module, config: VirtualTokenConfig, store: PromptEmbedding
+    ) -> nn.Module:
+        return SoftPrompt(initial_virtual_tokens(model, base_input_embedding(model), config))
+
+
+PROMPT_TUNING = PromptTuning()

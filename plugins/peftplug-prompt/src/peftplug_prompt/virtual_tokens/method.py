@@ -1,0 +1,117 @@
+"""A virtual-token method's life on a model, and the hook implementations every one shares.
+
+A method subclasses ``VirtualTokenMethod``: it names its ``spec`` and optimizer group, says
+where its store lives (``store``, ``attach``, ``detach``) and what one adapter holds
+(``build``). The base adds and removes adapters, unfreezes and saves the task head, and
+answers the method-level hooks for configs of ``spec.config_class``. The plugin module then
+exposes the bound hookimpls: ``peftplug_prepare_model = METHOD.peftplug_prepare_model``, ...
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from peftplug import ConfigError, MethodSpec, ParamGroup, hookimpl
+from peftplug_prompt.virtual_tokens.config import VirtualTokenConfig
+from peftplug_prompt.virtual_tokens.head import task_head
+from peftplug_prompt.virtual_tokens.store import VirtualTokenStore
+
+
+class VirtualTokenMethod(ABC):
+    """One virtual-token method: its store on the model, its adapters' modules, its hooks.
+
+    ``param_group``: the name of the optimizer group that gets no weight decay (decay would
+    pull the virtual tokens towards zero, away from the real tokens they start at).
+    """
+
+    spec: ClassVar[MethodSpec]
+    param_group: ClassVar[str]
+
+    @abstractmethod
+    def store(self, model: nn.Module) -> VirtualTokenStore | None:
+        """The model's store of this mechanism, or ``None`` when none is attached."""
+
+    @abstractmethod
+    def attach(self, model: nn.Module) -> VirtualTokenStore:
+        """Give ``model`` an empty store and everything that reads it (wrappers, hooks)."""
+
+    @abstractmethod
+    def detach(self, model: nn.Module, store: VirtualTokenStore) -> None:
+        """Take ``store`` and everything ``attach`` set up off ``model``."""
+
+    @abstractmethod
+    def build(
+        self, model: nn.Module, config: VirtualTokenConfig, store: VirtualTokenStore
+    ) -> nn.Module:
+        """The virtual-token module of a new adapter with ``config``, about to join ``store``."""
+
+    def no_decay_parameters(
+        self, store: VirtualTokenStore, adapter_name: str
+    ) -> list[nn.Parameter]:
+        """The adapter's parameters that get no weight decay: by default all of them."""
+        return list(store.adapter_parameters(adapter_name))
+
+    def add(self, model: nn.Module, config: VirtualTokenConfig, adapter_name: str) -> None:
+        """Build adapter ``adapter_name``'s module into the store (attaching it if needed)."""
+        store = self.store(model)
+        if store is None:
+            store = self.attach(model)
+        elif adapter_name in store.adapter_names:
+            raise ConfigError(
+                f"adapter {adapter_name!r} already holds a module in the model's "
+                f"{type(store).__name__}, from another method that shares it: apply the second "
+                "method under another adapter_name"
+            )
+        try:
+            store.add_adapter(adapter_name, self.build(model, config, store))
+        except BaseException:
+            if not store.adapter_names:
+                self.detach(model, store)
+            raise
+
+    def remove(self, model: nn.Module, adapter_name: str) -> None:
+        """Take adapter ``adapter_name`` off; the last one detaches the store."""
+        store = self.store(model)
+        if store is None or adapter_name not in store.adapter_names:
+            return
+        store.delete_adapter(adapter_name)
+        if not store.adapter_names:
+            self.detach(model, store)
+
+    @hookimpl
+    def peftplug_register_methods(self, register: Callable[[MethodSpec], None]) -> None:
+        register(self.spec)
+
+    @hookimpl
+    def peftplug_prepare_model(
+        self, model: nn.Module, config: object, adapter_name: str
+    ) -> Callable[[], None] | None:
+        if not isinstance(config, self.spec.config_class):
+            return None
+        self.add(model, config, adapter_name)
+        for parameter in task_head(model, config).values():
+            parameter.requires_grad_(True)
+        return lambda: self.remove(model, adapter_name)
+
+    @hookimpl
+    def peftplug_state_dict(
+        self, model: nn.Module, config: object, adapter_name: str
+    ) -> dict[str, torch.Tensor] | None:
+        if not isinstance(config, self.spec.config_class):
+            return None
+        tensors = self.store(model).adapter_tensors(model, adapter_name)
+        return {**tensors, **task_head(model, config)}
+
+    @hookimpl
+    def peftplug_param_groups(
+        self, model: nn.Module, config: object, adapter_name: str
+    ) -> list[ParamGroup] | None:
+        if not isinstance(config, self.spec.config_class):
+            return None
+        parameters = self.no_decay_parameters(self.store(model), adapter_name)
+        return [ParamGroup(parameters, self.param_group, weight_decay=0.0)]

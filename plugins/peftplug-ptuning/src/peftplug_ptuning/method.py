@@ -1,0 +1,34 @@
+"""P-tuning as a virtual-token method: prompt tuning's mechanism, tokens from an encoder."""
+
+from __future__ import annotations
+
+from peftplug_prompt import PromptEmbedding, PromptTuning, SoftPrompt
+from peftplug_prompt.virtual_tokens import base_input_embedding, initial_virtual_tokens
+from torch import nn
+
+from peftplug import MethodSpec
+from peftplug_ptuning.config import PTuningConfig
+from peftplug_ptuning.encoder import PromptEncoder
+
+
+class PTuning(PromptTuning):
+    """Adapters in prompt tuning's ``PromptEmbedding``, each a ``PromptEncoder`` until folded."""
+
+    spec = MethodSpec(
+        "ptuning",
+        PTuningConfig,
+        "P-tuning: virtual input tokens from a prompt encoder",
+        comparison={"learning_rate": 3e-2},
+    )
+    param_group = "ptuning_embedding"
+
+    def build(self, model: nn.Module, config: PTuningConfig, store: PromptEmbedding) -> nn.Module:
+        initial = initial_virtual_tokens(model, base_input_embedding(model), config)
+        return SoftPrompt(initial) if config.folded else PromptEncoder(initial, config)
+
+    def no_decay_parameters(self, store: PromptEmbedding, adapter_name: str) -> list[nn.Parameter]:
+        # the learned input embeddings are soft tokens; the encoder's layers decay as usual
+        return [store.adapter_modules[adapter_name].embedding]
+
+
+P_TUNING = PTuning()
