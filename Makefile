@@ -21,7 +21,7 @@ PYTEST_FLAGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadscope --durations=25
 
-.PHONY: demo test test-latest env clean
+.PHONY: demo test test-latest mutation env clean
 
 env: $(STAMP)
 
@@ -44,6 +44,11 @@ $(EXT_STAMP): $(STAMP) $(EXT_SOURCES)
 
 test: $(STAMP) $(EXT_STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS) $(PYTEST_FLAGS)
+
+# The conformance suite's strength: each plugin's conformance tests against planted bugs
+# (mutation/mutants.py); prints the kill rate per plugin. Slow (minutes): not part of make test.
+mutation: $(STAMP) $(EXT_STAMP)
+	$(PY) -m mutation.run
 
 # The suite against the newest release of every dependency, in its own .venv-latest, to find
 # drift on purpose. Kept from the lock: torch (a newer one is a CUDA build of several GB) and

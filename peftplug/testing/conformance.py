@@ -291,6 +291,9 @@ class MethodConformance:
         self.applied_model("second", model)
         torch.testing.assert_close(self.outputs(model), first, rtol=0, atol=0)
         peftplug.set_active_adapter(model, "second")
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        second = set(method_tensors(model, peft_state(model), "second"))
+        assert trainable <= second, f"trains beside the active adapter: {sorted(trainable - second)[:5]}"
         self.train(model, steps=1)
         after = method_tensors(model, peft_state(model), "default")
         assert all(torch.equal(after[k], first_tensors[k]) for k in after), (

@@ -79,7 +79,7 @@ def test_partial_fine_tuning_learns_the_reviews_and_round_trips(
 ) -> None:
     model, score = train_encoder(tmp_path, reviews, "partial", {"last_k": 2}, 2e-4)
     last_two = sum(p.numel() for p in model.bert.encoder.layer[-2:].parameters())
-    head = sum(p.numel() for p in model.classifier.parameters())
+    head = sum(p.numel() for p in model.classifier.modules_to_save["default"].parameters())
     assert peftplug.trainable_parameters(model).trainable == last_two + head == 3_549_698
     assert_beats_chance(score, 0.70, reviews[1])
     peftplug.save_adapter(model, tmp_path / "adapter")

@@ -54,7 +54,7 @@ def test_prefix_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
     after = classification_accuracy(model, held_out, collate)
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
     head_dim = model.config.hidden_size // heads
-    head = sum(p.numel() for p in model.classifier.parameters())
+    head = sum(p.numel() for p in model.classifier.modules_to_save["default"].parameters())
     trainable = peftplug.trainable_parameters(model).trainable
     assert trainable == 2 * layers * 20 * heads * head_dim + head
     print(f"prefix on the encoder: trainable {trainable}, accuracy {before:.3f} -> {after:.3f}")

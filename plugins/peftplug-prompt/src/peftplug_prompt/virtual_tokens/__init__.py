@@ -9,13 +9,14 @@ A new method reuses, by module:
 - ``store``: ``VirtualTokenStore``, the ``AdapterLayer`` holding each adapter's module;
 - ``method``: ``VirtualTokenMethod``, adding and removing adapters and implementing the
   method-level hooks (the plugin module only binds them);
-- ``fold``: ``fold_encoders``, replacing trained encoders by their output;
-- ``head``: ``task_head``, the task head an adapter trains and saves.
+- ``fold``: ``fold_encoders``, replacing trained encoders by their output.
+
+With ``train_head`` the method asks for the task head through ``peftplug_modules_to_save``: the
+core gives each adapter its own copy of it.
 """
 
 from peftplug_prompt.virtual_tokens.config import EncodedVirtualTokenConfig, VirtualTokenConfig
 from peftplug_prompt.virtual_tokens.fold import fold_encoders
-from peftplug_prompt.virtual_tokens.head import task_head
 from peftplug_prompt.virtual_tokens.init import (
     base_input_embedding,
     initial_virtual_tokens,
@@ -32,6 +33,5 @@ __all__ = [
     "base_input_embedding",
     "fold_encoders",
     "initial_virtual_tokens",
-    "task_head",
     "text_token_ids",
 ]

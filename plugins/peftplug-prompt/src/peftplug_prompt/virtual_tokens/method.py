@@ -18,7 +18,7 @@ from torch import nn
 
 from peftplug import ConfigError, MethodSpec, ParamGroup, hookimpl
 from peftplug_prompt.virtual_tokens.config import VirtualTokenConfig
-from peftplug_prompt.virtual_tokens.head import task_head
+from peftplug.targets import task_head_names
 from peftplug_prompt.virtual_tokens.store import VirtualTokenStore
 
 
@@ -94,9 +94,15 @@ class VirtualTokenMethod(ABC):
         if not isinstance(config, self.spec.config_class):
             return None
         self.add(model, config, adapter_name)
-        for parameter in task_head(model, config).values():
-            parameter.requires_grad_(True)
         return lambda: self.remove(model, adapter_name)
+
+    @hookimpl
+    def peftplug_modules_to_save(
+        self, model: nn.Module, config: object, adapter_name: str
+    ) -> list[str] | None:
+        if not isinstance(config, self.spec.config_class):
+            return None
+        return task_head_names(model) if config.train_head else []
 
     @hookimpl
     def peftplug_state_dict(
@@ -104,8 +110,7 @@ class VirtualTokenMethod(ABC):
     ) -> dict[str, torch.Tensor] | None:
         if not isinstance(config, self.spec.config_class):
             return None
-        tensors = self.store(model).adapter_tensors(model, adapter_name)
-        return {**tensors, **task_head(model, config)}
+        return self.store(model).adapter_tensors(model, adapter_name)
 
     @hookimpl
     def peftplug_param_groups(

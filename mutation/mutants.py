@@ -1,0 +1,86 @@
+"""The corpus: plausible bugs planted one at a time into a plugin's source.
+
+Each mutant replaces one exact snippet (which must occur once) in one file of one plugin's
+package. Equivalent mutants (a reparametrisation no test could tell apart, such as flipping the
+sign of an adapter that starts at zero and is never merged) are left out on purpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One planted bug: in ``plugin``'s ``path`` (relative to its package), ``old`` -> ``new``."""
+
+    plugin: str
+    path: str
+    bug: str
+    old: str
+    new: str
+
+
+LORA = [
+    Mutant("lora", "layer.py", "sign: forward subtracts the update merge adds",
+           "alpha=self.scaling[name])", "alpha=-self.scaling[name])"),
+    Mutant("lora", "layer.py", "scaling: merge forgets alpha / r",
+           "(self.lora_B[name].weight @ self.lora_A[name].weight) * self.scaling[name]",
+           "(self.lora_B[name].weight @ self.lora_A[name].weight)"),
+    Mutant("lora", "layer.py", "wrong init: B random, so the model no longer starts at the base",
+           "nn.init.zeros_(self.lora_B[name].weight)",
+           "nn.init.kaiming_uniform_(self.lora_B[name].weight, a=math.sqrt(5))"),
+    Mutant("lora", "layer.py", "ignored disable: forward checks only for an active adapter",
+           "        if not self.adapter_active():\n            return result\n        name = self.active_adapter",
+           "        if self.active_adapter is None:\n            return result\n        name = self.active_adapter"),
+    Mutant("lora", "layer.py", "bias handling: the base output loses its bias",
+           "        result = self.base_layer(x, *args, **kwargs)",
+           "        result = nn.functional.linear(x, get_base_weight(self.base_layer))"),
+    Mutant("lora", "layer.py", "adapter bookkeeping: B is not one of the adapter's parameters",
+           "        yield self.lora_A[name].weight\n        yield self.lora_B[name].weight\n",
+           "        yield self.lora_A[name].weight\n"),
+    Mutant("lora", "layer.py", "delete: B stays behind",
+           "for container in (self.lora_A, self.lora_B, self.lora_dropout, self.lora_variant):",
+           "for container in (self.lora_A, self.lora_dropout, self.lora_variant):"),
+    Mutant("lora", "layer.py", "dtype: the fp32 update is added to a bf16 output unconverted",
+           "return result.add_(update.to(result.dtype), alpha=self.scaling[name])",
+           "return result.add_(update, alpha=self.scaling[name])"),
+    Mutant("lora", "layer.py", "missing freeze: the wrapped base weight trains too",
+           "        self.scaling[name] = config.scaling\n",
+           "        self.scaling[name] = config.scaling\n        self.base_layer.requires_grad_(True)\n"),
+    Mutant("lora", "plugin.py", "state_dict key missed: B is not saved",
+           '            tensors[f"{path}.lora_B.{adapter_name}.weight"] = module.lora_B[adapter_name].weight\n',
+           ""),
+    Mutant("lora", "layer.py", "missing detach: the update is cut from the graph",
+           "update = nn.functional.linear(nn.functional.linear(hidden, lora_a), self.lora_B[name].weight)",
+           "update = nn.functional.linear(nn.functional.linear(hidden, lora_a), self.lora_B[name].weight).detach()"),
+]
+
+ADAPTER = [
+    Mutant("adapter", "layer.py", "wrong init: the up-projection is random",
+           "nn.init.zeros_(up.weight)", "nn.init.kaiming_uniform_(up.weight, a=math.sqrt(5))"),
+    Mutant("adapter", "layer.py", "ignored disable: forward checks only for an active adapter",
+           "        if not self.adapter_active():\n            return output\n",
+           "        if self.active_adapter is None:\n            return output\n"),
+    Mutant("adapter", "plugin.py", "state_dict key missed: the up-projection is not saved",
+           'for part in ("adapter_down", "adapter_up"):', 'for part in ("adapter_down",):'),
+    Mutant("adapter", "layer.py", "registration: projections kept in a plain dict",
+           "        self.adapter_up = nn.ModuleDict()", "        self.adapter_up = {}"),
+    Mutant("adapter", "layer.py", "adapter bookkeeping: the up-projection is not the adapter's",
+           "        yield from self.adapter_up[name].parameters()\n", ""),
+    Mutant("adapter", "layer.py", "delete: the up-projection stays behind",
+           "for projections in (self.adapter_down, self.adapter_up):",
+           "for projections in (self.adapter_down,):"),
+    Mutant("adapter", "layer.py", "delete: the parallel input hook stays registered",
+           "            handle.remove()\n", "            pass\n"),
+    Mutant("adapter", "layer.py", "missing detach: the update is cut from the graph",
+           "        update = self.adapter_up[name](hidden)\n",
+           "        update = self.adapter_up[name](hidden).detach()\n"),
+    Mutant("adapter", "layer.py", "dtype: the fp32 update is added to a bf16 output unconverted",
+           "return output + settings.scaling * update.to(output.dtype)",
+           "return output + settings.scaling * update"),
+    Mutant("adapter", "layer.py", "declares mergeable without a merge",
+           "    mergeable = False\n", "    mergeable = True\n"),
+]
+
+CORPUS: dict[str, list[Mutant]] = {"lora": LORA, "adapter": ADAPTER}
