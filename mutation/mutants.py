@@ -83,4 +83,32 @@ ADAPTER = [
            "    mergeable = False\n", "    mergeable = True\n"),
 ]
 
-CORPUS: dict[str, list[Mutant]] = {"lora": LORA, "adapter": ADAPTER}
+PROMPT = [
+    Mutant("prompt", "virtual_tokens/init.py", "storage: the prompt starts as a view of embedding rows",
+           "    return weight[rows].float().clone()\n", "    return weight.float()[: len(rows)]\n"),
+    Mutant("prompt", "virtual_tokens/store.py", "ignored disable: the store checks only for an active adapter",
+           "return self.adapter_modules[self.active_adapter] if self.adapter_active() else None",
+           "return self.adapter_modules[self.active_adapter] if self.active_adapter else None"),
+    Mutant("prompt", "virtual_tokens/store.py", "state_dict key built without the adapter name",
+           'f"{path}.{self.modules_attribute}.{name}.{key}": parameter',
+           'f"{path}.{self.modules_attribute}.{key}": parameter'),
+    Mutant("prompt", "virtual_tokens/store.py", "delete: the adapter's module stays behind",
+           "        del self.adapter_modules[name]\n", "        pass\n"),
+    Mutant("prompt", "inputs.py", "attention mask not extended over the virtual tokens",
+           '    inputs["inputs_embeds"] = torch.cat([virtual, embeds], dim=1)\n'
+           '    inputs["attention_mask"] = _prepend(mask, count, 1)\n',
+           '    inputs["inputs_embeds"] = torch.cat([virtual, embeds], dim=1)\n'),
+    Mutant("prompt", "inputs.py", "labels not shifted past the virtual tokens",
+           '        inputs["labels"] = _prepend(labels[:, 1:], count + 1, IGNORE_INDEX)\n',
+           '        inputs["labels"] = labels\n'),
+    Mutant("prompt", "mechanism.py", "logits keep the virtual positions",
+           "            output.logits = logits[:, count:]\n", "            pass\n"),
+    Mutant("prompt", "mechanism.py", "unload leaves the model's hooks registered",
+           "        handle.remove()\n", "        pass\n"),
+    Mutant("prompt", "virtual_tokens/store.py", "adapter bookkeeping: the tokens are not the adapter's",
+           "        yield from self.adapter_modules[name].parameters()\n", "        yield from ()\n"),
+    Mutant("prompt", "layer.py", "missing gradient: the prompt is detached",
+           "prompt().to(self.base_layer.weight.dtype)", "prompt().detach().to(self.base_layer.weight.dtype)"),
+]
+
+CORPUS: dict[str, list[Mutant]] = {"lora": LORA, "adapter": ADAPTER, "prompt": PROMPT}

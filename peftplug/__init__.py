@@ -10,7 +10,7 @@ from peftplug.apply import (
 from peftplug.apply import merge_adapters as merge
 from peftplug.apply import unmerge_adapters as unmerge
 from peftplug.config import MethodConfig
-from peftplug.contracts import ComparisonDefaults, MethodSpec, ParamGroup
+from peftplug.contracts import ComparisonDefaults, MethodSpec, ParamGroup, PeftEquivalent
 from peftplug.errors import (
     AdapterLoadError,
     ConfigError,
@@ -21,6 +21,7 @@ from peftplug.errors import (
     PluginNotFoundError,
     TargetError,
 )
+from peftplug.export import export_peft
 from peftplug.hookspecs import hookimpl
 from peftplug.layers import AdapterLayer, get_base_weight, set_base_weight
 from peftplug.saved_modules import SavedModuleLayer
@@ -40,6 +41,7 @@ __all__ = [
     "NotMergeableError",
     "ParamGroup",
     "PeftArguments",
+    "PeftEquivalent",
     "PeftplugError",
     "PluginError",
     "PluginLoadError",
@@ -52,6 +54,7 @@ __all__ = [
     "build_param_groups",
     "delete_adapter",
     "disable_adapters",
+    "export_peft",
     "get_base_weight",
     "hookimpl",
     "load_adapter",

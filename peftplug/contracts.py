@@ -1,4 +1,5 @@
-"""What plugins hand the core: ``MethodSpec`` (with ``ComparisonDefaults``) and ``ParamGroup``.
+"""What plugins hand the core: ``MethodSpec`` (with ``ComparisonDefaults``), ``ParamGroup`` and
+``PeftEquivalent``.
 
 A leaf: it imports nothing from peftplug but the config base class and the errors, so every
 other module (and every plugin) can use these types without import cycles.
@@ -14,6 +15,7 @@ from peftplug.config import MethodConfig
 from peftplug.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
     from transformers import TrainingArguments
 
@@ -145,3 +147,18 @@ class ParamGroup:
             "lr": args.learning_rate if self.lr is None else self.lr,
             "weight_decay": args.weight_decay if self.weight_decay is None else self.weight_decay,
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class PeftEquivalent:
+    """How one applied method is written as an HF PEFT adapter (``peftplug_peft_equivalent``).
+
+    ``config``: PEFT config fields for the method, ``peft_type`` included (as in PEFT's
+    ``adapter_config.json``); the core adds ``task_type``, ``modules_to_save`` and the base.
+    ``tensors``: the adapter's live tensors under their names in the PEFT model, adapter name
+    ``default`` (``PeftModel.named_parameters()``), e.g.
+    ``base_model.model.<path>.lora_A.default.weight``. The task head copies are the core's.
+    """
+
+    config: Mapping[str, Any]
+    tensors: Mapping[str, torch.Tensor]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from transformers import TrainerCallback, TrainingArguments
 
     from peftplug.config import MethodConfig
-    from peftplug.contracts import MethodSpec, ParamGroup
+    from peftplug.contracts import MethodSpec, ParamGroup, PeftEquivalent
 
 hookspec = pluggy.HookspecMarker("peftplug")
 hookimpl = pluggy.HookimplMarker("peftplug")
@@ -78,6 +78,18 @@ def peftplug_state_dict(
 
     The tensors must be the live ones: loading copies saved values into them. peftplug
     does the file IO and raises on missing or unexpected keys.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_peft_equivalent(
+    model: nn.Module, config: MethodConfig, adapter_name: str
+) -> PeftEquivalent | None:
+    """The method's HF PEFT equivalent for this adapter (config and tensors), or ``None``.
+
+    ``peftplug.export_peft`` builds the PEFT model from it and lets PEFT write its own files,
+    so the export is exactly what PEFT saves. Methods without a PEFT equivalent return ``None``
+    and are refused with a clear error.
     """
 
 

@@ -47,9 +47,13 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert "make demo" in head and "make test" in head
 
 
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
 def _documented_example() -> types.ModuleType:
     text = (ROOT / "docs" / "writing-a-plugin.md").read_text()
-    (source,) = [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "hookimpl" in block]
+    (source,) = [block for block in _python_blocks(text) if "class ScaleConfig" in block]
     module = types.ModuleType("documented_scale_plugin")
     sys.modules[module.__name__] = module  # dataclasses look their module up
     exec(compile(source, "docs/writing-a-plugin.md", "exec"), module.__dict__)
@@ -67,3 +71,9 @@ def _register_documented_example() -> None:
 class TestDocumentedExamplePlugin(MethodConformance):
     method = "scale"
     config = {"target_modules": ["query", "value", "dense"]}
+
+
+def test_the_task_head_walkthrough_runs_as_written() -> None:
+    text = (ROOT / "docs" / "writing-a-plugin.md").read_text()
+    (source,) = [block for block in _python_blocks(text) if "SavedModuleLayer" in block]
+    exec(compile(source, "docs/writing-a-plugin.md", "exec"), {})

@@ -11,7 +11,7 @@ MUTANTS = [mutant for mutants in CORPUS.values() for mutant in mutants]
 
 
 def test_each_plugin_has_at_least_eight_distinct_bugs() -> None:
-    assert {"lora", "adapter"} <= set(CORPUS)
+    assert {"lora", "adapter", "prompt"} <= set(CORPUS)
     for plugin, mutants in CORPUS.items():
         assert len({m.bug for m in mutants}) == len(mutants) >= 8, plugin
 

@@ -70,14 +70,14 @@ def export(
     model: str | None = None,
     task: str | None = None,
 ) -> Path:
-    """Write the adapter (``peftplug``), HF PEFT's layout (``peft``, LoRA) or the merged model
-    (``merged``) to ``out``."""
+    """Write the adapter (``peftplug``), HF PEFT's layout (``peft``, for methods with a PEFT
+    equivalent: ``peftplug.export_peft``) or the merged model (``merged``) to ``out``."""
     if fmt == "merged":
         return merge_to_directory(adapter, out, model, task)
     if fmt == "peftplug":
         return copy_adapter(adapter, out)
     if fmt == "peft":
-        from peftplug.compare.peft_export import export_peft
-
-        return export_peft(adapter, out, model, task)
+        out = refuse_non_empty(Path(out))
+        base, _ = base_model_for(adapter, model, task)
+        return peftplug.export_peft(peftplug.load_adapter(base, adapter), out)
     raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")

@@ -1,4 +1,4 @@
-"""The LoRA variant example of docs/methods/lora.md, run as written, gets all of LoRA for free."""
+"""The LoRA variant example of docs/writing-a-plugin.md, run as written, gets all of LoRA for free."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from peftplug.state import peft_state
 from peftplug.testing import MethodConformance
 from peftplug_lora import LoraLinear
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "methods" / "lora.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "writing-a-plugin.md"
 PACKAGE = "peftplug_gated_lora"
 
 

@@ -8,11 +8,12 @@ import torch
 from torch import nn
 from transformers import TrainingArguments
 
-from peftplug import MethodSpec, ParamGroup, hookimpl
+from peftplug import MethodSpec, ParamGroup, PeftEquivalent, hookimpl
 from peftplug.saved_modules import resolve_modules_to_save
 from peftplug.targets import LINEAR_TYPES
 from peftplug_lora.config import LoraConfig
 from peftplug_lora.layer import LoraLinear
+from peftplug_lora.peft_equivalent import peft_equivalent
 
 
 @hookimpl
@@ -83,6 +84,15 @@ def peftplug_state_dict(
     if config.bias == "all":
         tensors.update((n, p) for n, p in model.named_parameters() if n.endswith("bias"))
     return tensors
+
+
+@hookimpl
+def peftplug_peft_equivalent(
+    model: nn.Module, config: object, adapter_name: str
+) -> PeftEquivalent | None:
+    if not isinstance(config, LoraConfig):
+        return None
+    return peft_equivalent(model, config, adapter_name)
 
 
 @hookimpl

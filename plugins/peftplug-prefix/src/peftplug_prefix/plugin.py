@@ -1,9 +1,8 @@
-"""peftplug hook implementations for prefix tuning: the shared virtual-token hooks, bound to it."""
+"""The plugin object of prefix tuning: the shared virtual-token hooks, bound to the method.
+
+The entry point names ``PREFIX_TUNING`` itself; pluggy registers its hookimpl methods.
+"""
 
 from peftplug_prefix.method import PREFIX_TUNING
 
-peftplug_register_methods = PREFIX_TUNING.peftplug_register_methods
-peftplug_prepare_model = PREFIX_TUNING.peftplug_prepare_model
-peftplug_modules_to_save = PREFIX_TUNING.peftplug_modules_to_save
-peftplug_state_dict = PREFIX_TUNING.peftplug_state_dict
-peftplug_param_groups = PREFIX_TUNING.peftplug_param_groups
+__all__ = ["PREFIX_TUNING"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from peftplug import MethodSpec
+from peftplug import MethodSpec, PeftEquivalent
 from peftplug_prompt.config import PromptConfig
 from peftplug_prompt.layer import PromptEmbedding, SoftPrompt
 from peftplug_prompt.mechanism import attach_prompt_layer, detach_prompt_layer, prompt_layer
@@ -44,6 +44,14 @@ class PromptTuning(VirtualTokenMethod):
         self, model: nn.Module, config: VirtualTokenConfig, store: PromptEmbedding
     ) -> nn.Module:
         return SoftPrompt(initial_virtual_tokens(model, base_input_embedding(model), config))
+
+    def peft_equivalent(
+        self, model: nn.Module, config: VirtualTokenConfig, adapter_name: str
+    ) -> PeftEquivalent | None:
+        """PEFT's prompt tuning: the same tokens as its prompt encoder's embedding table."""
+        tokens = self.store(model).adapter_modules[adapter_name].embedding
+        fields = {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": config.num_virtual_tokens}
+        return PeftEquivalent(fields, {"prompt_encoder.default.embedding.weight": tokens})
 
 
 PROMPT_TUNING = PromptTuning()

@@ -6,7 +6,7 @@ from peftplug_prompt import PromptEmbedding, PromptTuning, SoftPrompt
 from peftplug_prompt.virtual_tokens import base_input_embedding, initial_virtual_tokens
 from torch import nn
 
-from peftplug import MethodSpec
+from peftplug import MethodSpec, PeftEquivalent
 from peftplug_ptuning.config import PTuningConfig
 from peftplug_ptuning.encoder import PromptEncoder
 
@@ -25,6 +25,12 @@ class PTuning(PromptTuning):
     def build(self, model: nn.Module, config: PTuningConfig, store: PromptEmbedding) -> nn.Module:
         initial = initial_virtual_tokens(model, base_input_embedding(model), config)
         return SoftPrompt(initial) if config.folded else PromptEncoder(initial, config)
+
+    def peft_equivalent(
+        self, model: nn.Module, config: PTuningConfig, adapter_name: str
+    ) -> PeftEquivalent | None:
+        """Not written yet: PEFT saves a P-tuning adapter as its encoder's output."""
+        return None
 
     def no_decay_parameters(self, store: PromptEmbedding, adapter_name: str) -> list[nn.Parameter]:
         # the learned input embeddings are soft tokens; the encoder's layers decay as usual

@@ -2,8 +2,8 @@
 
 A method subclasses ``VirtualTokenMethod``: it names its ``spec`` and optimizer group, says
 where its store lives (``store``, ``attach``, ``detach``) and what one adapter holds
-(``build``). The base adds and removes adapters, unfreezes and saves the task head, and
-answers the method-level hooks for configs of ``spec.config_class``. The plugin module then
+(``build``). The base adds and removes adapters, asks the core for the task head (each adapter
+trains its own copy), and answers the method-level hooks for configs of ``spec.config_class``. The plugin module then
 exposes the bound hookimpls: ``peftplug_prepare_model = METHOD.peftplug_prepare_model``, ...
 """
 
@@ -16,9 +16,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from peftplug import ConfigError, MethodSpec, ParamGroup, hookimpl
-from peftplug_prompt.virtual_tokens.config import VirtualTokenConfig
+from peftplug import ConfigError, MethodSpec, ParamGroup, PeftEquivalent, hookimpl
 from peftplug.targets import task_head_names
+from peftplug_prompt.virtual_tokens.config import VirtualTokenConfig
 from peftplug_prompt.virtual_tokens.store import VirtualTokenStore
 
 
@@ -49,6 +49,12 @@ class VirtualTokenMethod(ABC):
         self, model: nn.Module, config: VirtualTokenConfig, store: VirtualTokenStore
     ) -> nn.Module:
         """The virtual-token module of a new adapter with ``config``, about to join ``store``."""
+
+    def peft_equivalent(
+        self, model: nn.Module, config: VirtualTokenConfig, adapter_name: str
+    ) -> PeftEquivalent | None:
+        """The adapter's HF PEFT equivalent (``peftplug.export_peft``); by default none."""
+        return None
 
     def no_decay_parameters(
         self, store: VirtualTokenStore, adapter_name: str
@@ -111,6 +117,14 @@ class VirtualTokenMethod(ABC):
         if not isinstance(config, self.spec.config_class):
             return None
         return self.store(model).adapter_tensors(model, adapter_name)
+
+    @hookimpl
+    def peftplug_peft_equivalent(
+        self, model: nn.Module, config: object, adapter_name: str
+    ) -> PeftEquivalent | None:
+        if not isinstance(config, self.spec.config_class):
+            return None
+        return self.peft_equivalent(model, config, adapter_name)
 
     @hookimpl
     def peftplug_param_groups(

@@ -1,0 +1,122 @@
+"""``peftplug.export_peft``: an adapter in HF PEFT's own layout, for PEFT, transformers and vLLM.
+
+Each method says what its PEFT equivalent is (``peftplug_peft_equivalent``): PEFT's config fields
+and its tensors under PEFT's names. The core builds that PEFT model over a plain copy of the
+base, copies the tensors in (strictly: every tensor PEFT trains must be filled, every given
+tensor must exist), and lets PEFT save itself, so the files are exactly what PEFT writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from peftplug.apply import CONFIG_RECORD, require_state
+from peftplug.atomic import atomic_write_files
+from peftplug.errors import ConfigError
+from peftplug.plugins import get_host
+from peftplug.saved_modules import SavedModuleLayer
+from peftplug.serialization import method_tensors
+from peftplug.targets import task_head_names
+
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def export_peft(model: nn.Module, directory: str | Path, *, adapter_name: str | None = None) -> Path:
+    """Write one adapter of ``model`` (the active one by default) as HF PEFT saves it."""
+    import peft
+
+    state = require_state(model)
+    name = adapter_name or state.active_adapter
+    methods = [m for m in state.methods if m.adapter_name == name]
+    if len(methods) != 1:
+        found = ", ".join(m.spec.name for m in methods) or "nothing"
+        raise ConfigError(
+            f"a PEFT adapter holds one method; adapter {name!r} holds {found}: export one "
+            "method per adapter, or keep the peftplug format (peftplug.save_adapter)"
+        )
+    (applied,) = methods
+    equivalent = get_host().hook.peftplug_peft_equivalent(
+        model=model, config=applied.config, adapter_name=name
+    )
+    if equivalent is None:
+        raise ConfigError(
+            f"method {applied.spec.name!r} has no HF PEFT equivalent that "
+            f"{applied.spec.distribution or 'its plugin'} can write: save it in peftplug's "
+            "format (peftplug.save_adapter) instead"
+        )
+    heads = _saved_heads(model, name, applied.spec.name)
+    config = {
+        **equivalent.config,
+        "task_type": "SEQ_CLS" if task_head_names(model) else "CAUSAL_LM",
+        "modules_to_save": sorted(heads) or None,
+        "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None),
+    }
+    peft_model = peft.get_peft_model(_plain_copy(model), peft.get_peft_config(config))
+    live = dict(peft_model.named_parameters())
+    tensors = {**equivalent.tensors, **_head_tensors(heads, name, live)}
+    unknown = sorted(set(tensors) - set(live))
+    if unknown:
+        raise ConfigError(f"PEFT's model has no tensor {unknown[0]!r}: a bug in the method's export")
+    missing = sorted(k for k, p in live.items() if p.requires_grad and k not in tensors)
+    if missing:
+        raise ConfigError(f"the export leaves PEFT's {missing[0]!r} unfilled: a bug in the method's export")
+    with torch.no_grad():
+        for key, tensor in tensors.items():
+            live[key].copy_(tensor)
+    directory = Path(directory)
+    with tempfile.TemporaryDirectory() as scratch:
+        peft_model.save_pretrained(scratch)
+        atomic_write_files({directory / f: (Path(scratch) / f).read_bytes() for f in PEFT_FILES})
+    return directory
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A new base model of the same class and config holding the base weights of ``model``.
+
+    Built, not deep-copied: a copy would share the plugins' undo callables, which act on the
+    original model.
+    """
+    config = copy.deepcopy(getattr(model, "config", None))
+    if config is None or not hasattr(type(model), "config_class"):
+        raise ConfigError(
+            f"export_peft needs a transformers model (PreTrainedModel), got {type(model).__name__}"
+        )
+    if hasattr(config, CONFIG_RECORD):
+        delattr(config, CONFIG_RECORD)
+    own = {id(t) for t in method_tensors(model, require_state(model)).values()}
+    weights = {
+        name.replace(".base_layer", ""): tensor.detach()
+        for name, tensor in model.state_dict(keep_vars=True).items()
+        if id(tensor) not in own and ".modules_to_save." not in name
+    }
+    plain = type(model)(config)
+    plain.load_state_dict(weights, strict=True)
+    return plain.to(next(model.parameters()).dtype).eval()
+
+
+def _saved_heads(model: nn.Module, adapter_name: str, method: str) -> dict[str, SavedModuleLayer]:
+    return {
+        path: module
+        for path, module in model.named_modules()
+        if isinstance(module, SavedModuleLayer) and method in module.owners.get(adapter_name, [])
+    }
+
+
+def _head_tensors(
+    heads: dict[str, SavedModuleLayer], adapter_name: str, live: dict[str, nn.Parameter]
+) -> dict[str, torch.Tensor]:
+    """Each head copy's parameters under PEFT's name (``<prefix><path>.modules_to_save.default.*``)."""
+    tensors = {}
+    for path, layer in heads.items():
+        for key, parameter in layer.modules_to_save[adapter_name].named_parameters():
+            suffix = f"{path}.modules_to_save.default.{key}"
+            matches = [name for name in live if name == suffix or name.endswith("." + suffix)]
+            if len(matches) != 1:
+                raise ConfigError(f"PEFT's model has no single place for the head tensor {suffix!r}")
+            tensors[matches[0]] = parameter
+    return tensors

@@ -1,0 +1,89 @@
+"""``peftplug.export_peft`` writes what HF PEFT loads back with the same outputs (PEFT is the oracle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import peftplug
+from peftplug.testing.tiny_models import (
+    causal_lm_batch,
+    classification_batch,
+    tiny_bert_classifier,
+    tiny_gpt2,
+    tiny_llama,
+)
+
+peft = pytest.importorskip("peft")
+
+CASES: dict[str, tuple[Any, str, dict[str, Any]]] = {
+    "lora-bert-head": (tiny_bert_classifier, "lora", {"r": 4, "alpha": 8}),
+    "lora-llama-rslora-all-linear": (
+        tiny_llama, "lora", {"r": 4, "use_rslora": True, "target_modules": "all-linear"}
+    ),
+    "lora-gpt2-conv1d": (tiny_gpt2, "lora", {"r": 4, "target_modules": ["c_attn", "c_proj"]}),
+    "dora-llama": (tiny_llama, "lora", {"r": 4, "use_dora": True, "target_modules": ["q_proj", "v_proj"]}),
+    "dora-bert-head": (tiny_bert_classifier, "lora", {"r": 4, "use_dora": True}),
+    "prompt-llama": (tiny_llama, "prompt", {"num_virtual_tokens": 3, "init": "random"}),
+    "prompt-bert-head": (tiny_bert_classifier, "prompt", {"num_virtual_tokens": 3}),
+}
+
+
+def batch_for(model: nn.Module) -> dict[str, torch.Tensor]:
+    return classification_batch() if hasattr(model, "classifier") else causal_lm_batch()
+
+
+def trained(make: Any, method: str, options: dict[str, Any]) -> nn.Module:
+    model = peftplug.apply(make(), [method], {method: options})
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(**batch_for(model)).loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_export_loads_in_hf_peft_with_the_same_outputs(case: str, tmp_path: Path) -> None:
+    make, method, options = CASES[case]
+    model = trained(make, method, options)
+    peftplug.export_peft(model, tmp_path / "peft")
+    loaded = peft.PeftModel.from_pretrained(make(), tmp_path / "peft").eval()
+    batch = batch_for(model)
+    ours, theirs = logits(model, batch), logits(loaded, batch)
+    if theirs.shape != ours.shape:  # PEFT's causal LM keeps the virtual positions' logits
+        theirs = theirs[:, theirs.shape[1] - ours.shape[1] :]
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_lora_exports_also_load_in_transformers(tmp_path: Path) -> None:
+    model = trained(tiny_llama, "lora", {"r": 4})
+    peftplug.export_peft(model, tmp_path / "peft")
+    base = tiny_llama()
+    base.load_adapter(str(tmp_path / "peft"))
+    batch = causal_lm_batch()
+    torch.testing.assert_close(logits(base, batch), logits(model, batch), rtol=1e-5, atol=1e-5)
+
+
+def test_a_method_without_a_peft_equivalent_is_refused_clearly(tmp_path: Path) -> None:
+    model = peftplug.apply(tiny_bert_classifier(), ["bitfit"])
+    with pytest.raises(peftplug.ConfigError, match="'bitfit' has no HF PEFT equivalent"):
+        peftplug.export_peft(model, tmp_path / "peft")
+    assert not (tmp_path / "peft").exists()
+
+
+def test_two_methods_in_one_adapter_are_refused(tmp_path: Path) -> None:
+    model = peftplug.apply(tiny_bert_classifier(), ["lora", "bitfit"])
+    with pytest.raises(peftplug.ConfigError, match="holds lora, bitfit"):
+        peftplug.export_peft(model, tmp_path / "peft")
