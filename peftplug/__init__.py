@@ -13,6 +13,7 @@ from peftplug.config import MethodConfig
 from peftplug.contracts import ComparisonDefaults, MethodSpec, ParamGroup, PeftEquivalent
 from peftplug.errors import (
     AdapterLoadError,
+    AdapterSaveError,
     ConfigError,
     NotMergeableError,
     PeftplugError,
@@ -24,9 +25,9 @@ from peftplug.errors import (
 from peftplug.export import export_peft
 from peftplug.hookspecs import hookimpl
 from peftplug.layers import AdapterLayer, get_base_weight, set_base_weight
-from peftplug.saved_modules import SavedModuleLayer
 from peftplug.optim import build_param_groups
 from peftplug.report import TrainableReport, trainable_parameters
+from peftplug.saved_modules import SavedModuleLayer
 from peftplug.serialization import load_adapter, save_adapter
 from peftplug.targets import TargetedConfig
 from peftplug.trainer import PeftArguments, trainer_kwargs
@@ -34,6 +35,7 @@ from peftplug.trainer import PeftArguments, trainer_kwargs
 __all__ = [
     "AdapterLayer",
     "AdapterLoadError",
+    "AdapterSaveError",
     "ComparisonDefaults",
     "ConfigError",
     "MethodConfig",

@@ -9,9 +9,9 @@ from typing import Any
 from torch import nn
 
 from peftplug.config import MethodConfig
+from peftplug.contracts import MethodSpec
 from peftplug.errors import ConfigError, NotMergeableError, PeftplugError, PluginError, TargetError
 from peftplug.layers import AdapterLayer
-from peftplug.contracts import MethodSpec
 from peftplug.plugins import PluginHost, get_host
 from peftplug.rollback import rollback_on_error
 from peftplug.saved_modules import save_module

@@ -37,6 +37,10 @@ class AdapterLoadError(PeftplugError):
     """An adapter that cannot be loaded into this model; the model is left as it was."""
 
 
+class AdapterSaveError(PeftplugError, OSError):
+    """An adapter that could not be saved; the directory keeps a complete adapter (or none)."""
+
+
 class NotMergeableError(PeftplugError):
     """A method whose update cannot be folded into the base weights."""
 

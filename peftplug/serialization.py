@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from peftplug.apply import CONFIG_RECORD, apply, require_state
-from peftplug.atomic import atomic_write_files
-from peftplug.errors import AdapterLoadError, PeftplugError
+from peftplug.atomic import commit_with_record, directory_lock, finish_commit
+from peftplug.errors import AdapterLoadError, AdapterSaveError, PeftplugError
 from peftplug.plugins import get_host
 from peftplug.rollback import rollback_on_error
 from peftplug.saved_modules import saved_module_tensors
@@ -89,13 +89,47 @@ def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str |
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     directory = Path(directory)
-    atomic_write_files(
-        {
-            directory / ADAPTER_WEIGHTS: weights,
-            directory / ADAPTER_CONFIG: (json.dumps(config, indent=2) + "\n").encode(),
-        }
-    )
+    write_adapter(directory, weights, config)
     return directory
+
+
+def write_adapter(directory: Path, weights: bytes, config: dict[str, Any]) -> None:
+    """Commit both files as one unit (``commit_with_record``): the config names the weights."""
+    if directory.exists() and not directory.is_dir():
+        raise AdapterSaveError(
+            f"cannot save the adapter to {directory}: it is a file, and an adapter is a directory "
+            f"holding {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}; pass a directory path"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with directory_lock(directory):
+            _finish_interrupted_save(directory)
+            commit_with_record(
+                directory,
+                (ADAPTER_WEIGHTS, weights),
+                (ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode()),
+                config["weights_sha256"],
+            )
+    except OSError as error:
+        raise AdapterSaveError(
+            f"cannot save the adapter to {directory}: {error.strerror or error}; the directory "
+            "keeps a complete adapter (the previous one, if it held one): free space or fix the "
+            "permissions and save again"
+        ) from error
+
+
+def _finish_interrupted_save(directory: Path) -> None:
+    """Complete or discard what a killed save left in ``directory`` (see ``finish_commit``)."""
+    finish_commit(directory, ADAPTER_WEIGHTS, ADAPTER_CONFIG, _committed_digest(directory))
+
+
+def _committed_digest(directory: Path) -> str | None:
+    try:
+        config = json.loads((directory / ADAPTER_CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    digest = config.get("weights_sha256") if isinstance(config, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def base_model_record(model: nn.Module) -> dict[str, Any]:
@@ -113,8 +147,20 @@ def _dtype_name(tensor: torch.Tensor) -> str:
 
 
 def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The description and tensors of a saved adapter or a Trainer checkpoint, verified."""
+    """The description and tensors of a saved adapter or a Trainer checkpoint, verified.
+
+    First completes or discards what a killed ``save_adapter`` left there, under the lock a
+    save holds, so a load never sees half a save.
+    """
     directory = Path(directory)
+    if not directory.is_dir():
+        return _read_files(directory)
+    with directory_lock(directory):
+        _finish_interrupted_save(directory)
+        return _read_files(directory)
+
+
+def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if (directory / ADAPTER_CONFIG).is_file():
         config = _read_json(directory / ADAPTER_CONFIG)
         if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:

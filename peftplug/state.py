@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from torch import nn
 
 from peftplug.config import MethodConfig
-from peftplug.layers import AdapterLayer
 from peftplug.contracts import MethodSpec
+from peftplug.layers import AdapterLayer
 
 STATE_ATTRIBUTE = "_peftplug_state"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,7 +20,11 @@ from peftplug.state import PeftState, peft_state
 
 @dataclasses.dataclass
 class PeftArguments(TrainingArguments):
-    """``TrainingArguments`` plus the methods to apply; works with ``HfArgumentParser``."""
+    """``TrainingArguments`` plus the methods to apply; works with ``HfArgumentParser``.
+
+    Only a Trainer built with ``**peftplug.trainer_kwargs()`` applies the methods; any other
+    raises before its first optimizer step instead of training the whole model.
+    """
 
     peft_plugins: list[str] = dataclasses.field(
         default_factory=list,
@@ -30,6 +34,9 @@ class PeftArguments(TrainingArguments):
         default=None,
         metadata={"help": 'Options per method as JSON, e.g. \'{"lora": {"r": 8}}\'.'},
     )
+
+    # Set on the instance by PeftCallback.on_init_end: a Trainer built with trainer_kwargs().
+    _callback_attached: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -44,6 +51,21 @@ class PeftArguments(TrainingArguments):
         self.peft_config = dict(self.peft_config or {})
         if self.peft_plugins:
             resolve(self.peft_plugins, self.peft_config)  # fail now, not at the first step
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        """The stock warmup; refuses first if no peftplug callback applied the methods.
+
+        Of the args' methods, this is the first the stock Trainer calls only in ``train()``
+        (after ``on_init_end``, after building the optimizer, before its first step), so it is
+        where a Trainer built without ``trainer_kwargs()`` is stopped.
+        """
+        if self.peft_plugins and not self._callback_attached:
+            raise PeftplugError(
+                f"PeftArguments(peft_plugins={self.peft_plugins!r}) needs peftplug's callback and "
+                "optimizer factory, which this Trainer lacks, so it would train the whole "
+                "model: build it as Trainer(..., **peftplug.trainer_kwargs())"
+            )
+        return super().get_warmup_steps(num_training_steps)
 
 
 @dataclasses.dataclass
@@ -101,6 +123,8 @@ class PeftCallback(TrainerCallback):
 
     def on_init_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
         self.session.args = args
+        if isinstance(args, PeftArguments):
+            args._callback_attached = True
         if model is not None:
             self.session.ensure_applied(model)
         return self._relay("on_init_end", args, state, control, model=model, **kwargs)

@@ -14,7 +14,12 @@ from torch import nn
 import peftplug
 from peftplug.plugins import get_host, reset_host
 from peftplug.state import peft_state
-from peftplug.testing.tiny_models import causal_lm_batch, classification_batch, tiny_bert_classifier, tiny_llama
+from peftplug.testing.tiny_models import (
+    causal_lm_batch,
+    classification_batch,
+    tiny_bert_classifier,
+    tiny_llama,
+)
 
 # Every built-in method with options that apply to a tiny BERT classifier or a tiny Llama.
 BUILT_INS: dict[str, tuple[str, dict[str, Any]]] = {

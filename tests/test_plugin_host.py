@@ -87,21 +87,54 @@ def test_unknown_method_lists_the_installed_ones() -> None:
     assert "pip install peftplug-<name>" in message
 
 
-def test_registering_a_taken_method_name_fails_that_plugin_only() -> None:
+def _registering(*names: str) -> types.ModuleType:
+    """A plugin module whose hook registers a method for each of ``names``."""
+    module = types.ModuleType("plugin")
+
+    def register_methods(register) -> None:  # noqa: ANN001
+        for name in names:
+            register(peftplug.MethodSpec(name, type(f"{name}Config", (peftplug.MethodConfig,), {})))
+
+    module.peftplug_register_methods = peftplug.hookimpl(register_methods)
+    return module
+
+
+def test_two_plugins_registering_one_method_name_are_both_refused() -> None:
     host = PluginHost(discover=False)
-    first, second = types.ModuleType("first"), types.ModuleType("second")
-
-    class SameConfig(peftplug.MethodConfig):
-        pass
-
-    for module in (first, second):
-        module.peftplug_register_methods = peftplug.hookimpl(
-            lambda register: register(peftplug.MethodSpec("same", SameConfig))
-        )
+    first = _registering("same", "own")
     host.add_plugin(first, "first", "first-dist", "1.0")
-    host.add_plugin(second, "second", "second-dist", "1.0")
-    assert host.methods["same"].plugin == "first"
-    assert "already registered by plugin 'first'" in host.plugins["second"].error
+    host.add_plugin(_registering("same"), "second", "second-dist", "2.0")
+    host.add_plugin(_registering("same"), "third", "third-dist", "3.0")
+    assert "same" not in host.methods and "own" not in host.methods  # no partial plugin
+    assert not host.manager.is_registered(first)
+    for name in ("first", "second"):
+        error = host.plugins[name].error
+        assert "plugin 'first' (first-dist 1.0) and plugin 'second' (second-dist 2.0)" in error
+    assert "plugin 'third' (third-dist 3.0)" in host.plugins["third"].error
+    with pytest.raises(peftplug.PluginNotFoundError) as caught:
+        host.method("same")
+    message = str(caught.value)
+    assert message.startswith("method 'same' is claimed by plugin 'first' (first-dist 1.0)")
+    assert "first-dist" in message and "second-dist" in message and "third-dist" in message
+    assert "uninstall one, or skip one with PEFTPLUG_DISABLE_PLUGINS=first or" in message
+
+
+def test_a_method_registered_twice_by_one_plugin_fails_that_plugin() -> None:
+    host = PluginHost(discover=False)
+    host.add_plugin(_registering("twice", "twice"), "doubled", "doubled-dist", "1.0")
+    assert "method 'twice' is registered twice" in host.plugins["doubled"].error
+    assert "twice" not in host.methods
+
+
+def test_a_method_whose_plugin_failed_says_why() -> None:
+    host = PluginHost(discover=False)
+    host.add_plugin(_registering("lora", "lora"), "lora", "peftplug-lora", "0.1.0")
+    with pytest.raises(peftplug.PluginNotFoundError) as caught:
+        host.method("lora")
+    assert str(caught.value) == (
+        "method 'lora' is not available: plugin 'lora' failed to load: "
+        "ValueError: method 'lora' is registered twice"
+    )
 
 
 def test_reset_host_rediscovers(monkeypatch: pytest.MonkeyPatch) -> None:

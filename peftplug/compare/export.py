@@ -10,11 +10,10 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 import peftplug
-from peftplug.atomic import atomic_write_files
 from peftplug.compare.arguments import EXPORT_FORMATS
 from peftplug.compare.export_inputs import base_model_for, refuse_non_empty
 from peftplug.errors import ConfigError
-from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
+from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter, write_adapter
 
 
 def _replace_directory(source: Path, target: Path) -> None:
@@ -49,17 +48,15 @@ def merge_to_directory(
 
 
 def copy_adapter(adapter: str | Path, out: str | Path) -> Path:
-    """Verify the adapter (checksum, manifest) and write its two files to ``out`` atomically."""
-    read_adapter(adapter)
+    """Verify the adapter (checksum, manifest) and commit its two files to ``out`` as one unit."""
     source, out = Path(adapter), Path(out)
     if not (source / ADAPTER_CONFIG).is_file():
         raise ConfigError(
             f"{adapter} is a Trainer checkpoint; load it and save it with peftplug.save_adapter "
             "first, or export it with --format merged"
         )
-    atomic_write_files(
-        {out / name: (source / name).read_bytes() for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS)}
-    )
+    config, _ = read_adapter(adapter)
+    write_adapter(out, (source / ADAPTER_WEIGHTS).read_bytes(), config)
     return out
 
 

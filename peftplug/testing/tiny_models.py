@@ -1,4 +1,9 @@
-"""Tiny randomly initialised models for fast tests (no download)."""
+"""Tiny randomly initialised models for fast tests (no download).
+
+transformers initialises every bias to zero and every norm to the identity; these models then get
+small random biases and norm weights (from their own generator, so the other weights are as
+transformers draws them), so a method that drops a bias or skips a norm changes the outputs.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,33 @@ from transformers import (
 )
 
 VOCAB_SIZE = 128
+BIAS_STD = 0.02
+NORM_STD = 0.1
+
+
+def with_nontrivial_biases_and_norms(model: PreTrainedModel, seed: int) -> PreTrainedModel:
+    """Every bias ~ N(0, 0.02); every norm's weight ~ 1 + N(0, 0.1) and bias ~ N(0, 0.1)."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    norms = {
+        id(parameter)
+        for module in model.modules()
+        if type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+        for parameter in module.parameters()
+    }
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator)
+            if id(parameter) in norms:
+                parameter.copy_((1.0 if name.endswith("weight") else 0.0) + NORM_STD * noise)
+            elif name.endswith("bias"):
+                parameter.copy_(BIAS_STD * noise)
+    return model
 
 
 def tiny_bert_classifier(
     num_labels: int = 2, seed: int = 0, hidden_size: int = 32
 ) -> PreTrainedModel:
-    """A 2-layer BERT sequence classifier with biases."""
+    """A 2-layer BERT sequence classifier with (non-zero) biases."""
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=VOCAB_SIZE,
@@ -30,7 +56,7 @@ def tiny_bert_classifier(
         max_position_embeddings=64,
         num_labels=num_labels,
     )
-    return BertForSequenceClassification(config).eval()
+    return with_nontrivial_biases_and_norms(BertForSequenceClassification(config), seed).eval()
 
 
 def tiny_llama(seed: int = 0, hidden_size: int = 32) -> PreTrainedModel:
@@ -46,7 +72,7 @@ def tiny_llama(seed: int = 0, hidden_size: int = 32) -> PreTrainedModel:
         max_position_embeddings=64,
         pad_token_id=0,
     )
-    return LlamaForCausalLM(config).eval()
+    return with_nontrivial_biases_and_norms(LlamaForCausalLM(config), seed).eval()
 
 
 def tiny_gpt2(seed: int = 0, hidden_size: int = 32) -> PreTrainedModel:
@@ -56,7 +82,7 @@ def tiny_gpt2(seed: int = 0, hidden_size: int = 32) -> PreTrainedModel:
         vocab_size=VOCAB_SIZE, n_embd=hidden_size, n_layer=2, n_head=4, n_positions=64,
         bos_token_id=1, eos_token_id=2,
     )
-    return GPT2LMHeadModel(config).eval()
+    return with_nontrivial_biases_and_norms(GPT2LMHeadModel(config), seed).eval()
 
 
 def classification_batch(batch: int = 4, length: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from peftplug_adapter import AdapterConfig, BottleneckAdapterLayer
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -19,7 +20,6 @@ from peftplug.testing.tiny_models import (
     tiny_gpt2,
     tiny_llama,
 )
-from peftplug_adapter import AdapterConfig, BottleneckAdapterLayer
 
 TINY_MODELS: dict[str, Callable[[], PreTrainedModel]] = {
     "bert": tiny_bert_classifier,

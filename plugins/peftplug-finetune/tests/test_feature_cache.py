@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from peftplug_finetune import feature_cache
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer
 
 import peftplug
 from peftplug.testing.tiny_models import classification_batch, tiny_bert_classifier, tiny_llama
-from peftplug_finetune import feature_cache
 
 CACHED = {"head": {"cache_features": True}}
 # Where the two sides run the backbone differently (other batch shapes or padding, another K/V

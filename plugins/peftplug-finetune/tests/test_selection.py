@@ -10,6 +10,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import peftplug
+from peftplug.in_place import LEDGER_ATTRIBUTE
 from peftplug.plugins import get_host
 from peftplug.serialization import method_tensors
 from peftplug.state import peft_state
@@ -19,8 +20,6 @@ from peftplug.testing.tiny_models import (
     tiny_gpt2,
     tiny_llama,
 )
-from peftplug.in_place import LEDGER_ATTRIBUTE
-
 
 HEAD_COPY = {"classifier.modules_to_save.default.weight", "classifier.modules_to_save.default.bias"}
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import peft
 import pytest
 import torch
+from peftplug_lora import DoraVariant, LoraLinear
 from torch import nn
 
 import peftplug
@@ -22,7 +23,6 @@ from peftplug.testing.tiny_models import (
     tiny_gpt2,
     tiny_llama,
 )
-from peftplug_lora import DoraVariant, LoraLinear
 
 PEFT_PREFIX = "base_model.model."
 

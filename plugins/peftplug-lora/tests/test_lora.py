@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from peftplug_lora import LoraConfig, LoraLinear
 from transformers import TrainingArguments
 
 import peftplug
 from peftplug.optim import build_param_groups
 from peftplug.testing.tiny_models import classification_batch, tiny_bert_classifier
-from peftplug_lora import LoraConfig, LoraLinear
 
 
 def _logits(model: torch.nn.Module) -> torch.Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peftplug_lora import LoraLinear
 from torch import nn
 
 import peftplug
@@ -17,7 +18,6 @@ from peftplug.plugins import get_host, reset_host
 from peftplug.serialization import method_tensors
 from peftplug.state import peft_state
 from peftplug.testing import MethodConformance
-from peftplug_lora import LoraLinear
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "writing-a-plugin.md"
 PACKAGE = "peftplug_gated_lora"

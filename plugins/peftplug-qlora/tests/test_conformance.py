@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import torch
 from peftplug_qlora import QLoraLinear, merge_requantized, merge_to_float
 from torch import nn
 
 import peftplug
 from peftplug.quant import NF4Linear, dequantize_nf4, quantize_nf4
-from peftplug.state import peft_state
 from peftplug.testing import MethodConformance
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from peftplug import MethodSpec, hookimpl
 from peftplug_adapter.config import AdapterConfig
-from peftplug_adapter.insertion import saved_module_names, insert_adapters
+from peftplug_adapter.insertion import insert_adapters, saved_module_names
 from peftplug_adapter.layer import BottleneckAdapterLayer
 
 
