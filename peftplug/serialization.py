@@ -65,8 +65,17 @@ def _tensors_of(model: nn.Module, applied: AppliedMethod) -> dict[str, torch.Ten
     return dict(tensors)
 
 
-def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str | None = None) -> Path:
-    """Write the adapter (all adapters by default) to ``directory``; returns the directory."""
+def save_adapter(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    adapter_name: str | None = None,
+    allow_non_finite: bool = False,
+) -> Path:
+    """Write the adapter (all adapters by default) to ``directory``; returns the directory.
+
+    A tensor holding NaN or Inf (a diverged run) is refused unless ``allow_non_finite``.
+    """
     state = require_state(model)
     methods = _selected(state, adapter_name)
     tensors: dict[str, torch.Tensor] = {}
@@ -77,6 +86,8 @@ def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str |
                 continue  # a module shared by several adapters, e.g. a task head
             tensors[key] = tensor.detach().to("cpu", copy=True).contiguous()
             manifest[key] = {"shape": list(tensor.shape), "dtype": _dtype_name(tensor), "method": index}
+    if not allow_non_finite:
+        _refuse_non_finite(tensors, AdapterSaveError, "save it anyway with allow_non_finite=True")
     weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
     config = {
         "format": FORMAT,
@@ -88,6 +99,7 @@ def save_adapter(model: nn.Module, directory: str | Path, *, adapter_name: str |
         "tensors": manifest,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
+    config["config_sha256"] = _config_digest(config)
     directory = Path(directory)
     write_adapter(directory, weights, config)
     return directory
@@ -169,6 +181,12 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
                 f"{FORMAT_VERSION} (format={config.get('format')!r}, "
                 f"version={config.get('format_version')!r}); upgrade peftplug to read it"
             )
+        if config.get("config_sha256") != _config_digest(config):
+            raise AdapterLoadError(
+                f"{directory / ADAPTER_CONFIG} was changed after it was saved (its checksum "
+                "differs): a hand-edited option would change the adapter's outputs; save the "
+                "adapter again from the model"
+            )
         data = _read_bytes(directory / ADAPTER_WEIGHTS)
         if hashlib.sha256(data).hexdigest() != config.get("weights_sha256"):
             raise AdapterLoadError(
@@ -189,6 +207,24 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
         f"no adapter in {directory}: expected {ADAPTER_CONFIG} (written by peftplug.save_adapter) "
         f"or a Trainer checkpoint whose {TRAINER_CONFIG} has a {CONFIG_RECORD!r} entry"
     )
+
+
+def _config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of the config's canonical JSON, without the digest itself."""
+    body = {key: value for key, value in config.items() if key != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _refuse_non_finite(
+    tensors: Mapping[str, torch.Tensor], error: type[PeftplugError], fix: str
+) -> None:
+    """Raise ``error`` naming the first floating-point tensor that holds NaN or Inf."""
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise error(
+                f"tensor {key!r} holds NaN or Inf (a diverged run, or a damaged file): lower the "
+                f"learning rate or resume from an earlier checkpoint; or {fix}"
+            )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -232,13 +268,18 @@ def _check_manifest(
         raise AdapterLoadError(f"{directory}: tensors not in the manifest: {', '.join(extra[:5])}")
 
 
-def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
+def load_adapter(
+    model: nn.Module, directory: str | Path, *, allow_non_finite: bool = False
+) -> nn.Module:
     """Apply the saved methods to ``model`` and load their tensors strictly.
 
-    Reads a ``save_adapter`` directory or a Trainer checkpoint directory. On any error the
-    model is left exactly as it was.
+    Reads a ``save_adapter`` directory or a Trainer checkpoint directory. A tensor holding NaN
+    or Inf is refused unless ``allow_non_finite``. On any error the model is left exactly as it
+    was.
     """
     description, tensors = read_adapter(directory)
+    if not allow_non_finite:
+        _refuse_non_finite(tensors, AdapterLoadError, "load it anyway with allow_non_finite=True")
     by_adapter: dict[str, list[dict[str, Any]]] = {}
     for record in description["methods"]:
         _require_installed(record)
