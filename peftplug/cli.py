@@ -107,7 +107,12 @@ def _export(arguments: argparse.Namespace) -> int:
     from peftplug.compare.export import export
 
     out = export(
-        arguments.adapter, arguments.out, arguments.format, arguments.model, arguments.task
+        arguments.adapter,
+        arguments.out,
+        arguments.format,
+        arguments.model,
+        arguments.task,
+        arguments.overwrite,
     )
     print(f"exported ({arguments.format}): {out}")
     return 0
@@ -153,8 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=compare_arguments.EXPORT_FORMATS,
         default="peftplug",
-        help="peftplug: the verified adapter files; peft: HF PEFT's layout (LoRA); "
-        "merged: a full model",
+        help="peftplug: the verified adapter files; peft: HF PEFT's layout (methods with a "
+        "PEFT equivalent); merged: a full model",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the adapter in a non-empty --out (peftplug and peft formats)",
     )
     export.set_defaults(run=_export)
     return parser

@@ -99,7 +99,7 @@ def save_adapter(
         "tensors": manifest,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    config["config_sha256"] = _config_digest(config)
+    config["config_sha256"] = config_digest(config)
     directory = Path(directory)
     write_adapter(directory, weights, config)
     return directory
@@ -175,13 +175,8 @@ def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch
 def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if (directory / ADAPTER_CONFIG).is_file():
         config = _read_json(directory / ADAPTER_CONFIG)
-        if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
-            raise AdapterLoadError(
-                f"{directory / ADAPTER_CONFIG} is not a peftplug adapter of format version "
-                f"{FORMAT_VERSION} (format={config.get('format')!r}, "
-                f"version={config.get('format_version')!r}); upgrade peftplug to read it"
-            )
-        if config.get("config_sha256") != _config_digest(config):
+        _check_format(config, directory / ADAPTER_CONFIG)
+        if config.get("config_sha256") != config_digest(config):
             raise AdapterLoadError(
                 f"{directory / ADAPTER_CONFIG} was changed after it was saved (its checksum "
                 "differs): a hand-edited option would change the adapter's outputs; save the "
@@ -209,7 +204,32 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
     )
 
 
-def _config_digest(config: dict[str, Any]) -> str:
+def _check_format(config: dict[str, Any], path: Path) -> None:
+    """Refuse what is not a peftplug adapter this version reads, saying what it is instead."""
+    fmt, version = config.get("format"), config.get("format_version")
+    if fmt != FORMAT and "peft_type" in config:
+        raise AdapterLoadError(
+            f"{path} is an HF PEFT adapter (peft_type {config['peft_type']!r}), not a peftplug "
+            "one: load it with peft.PeftModel.from_pretrained"
+        )
+    if fmt != FORMAT:
+        raise AdapterLoadError(
+            f"{path} is not a peftplug adapter (format {fmt!r}, expected {FORMAT!r}): point "
+            "load_adapter at a directory written by peftplug.save_adapter"
+        )
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise AdapterLoadError(
+            f"{path} has format version {version}, newer than this peftplug reads "
+            f"({FORMAT_VERSION}): upgrade peftplug"
+        )
+    if version != FORMAT_VERSION:
+        raise AdapterLoadError(
+            f"{path} has an invalid format_version {version!r} (expected {FORMAT_VERSION}): the "
+            "file was edited or damaged; save the adapter again"
+        )
+
+
+def config_digest(config: dict[str, Any]) -> str:
     """SHA-256 of the config's canonical JSON, without the digest itself."""
     body = {key: value for key, value in config.items() if key != "config_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 import peftplug
-from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, config_digest
 from peftplug.state import peft_state
 from peftplug.testing.tiny_models import classification_batch, tiny_bert_classifier
 
@@ -39,7 +39,7 @@ def _assert_untouched(model: torch.nn.Module, before: dict[str, torch.Tensor]) -
 
 
 def _rewrite(directory: Path, tensors: dict[str, torch.Tensor], edit_config=None) -> None:
-    """Rewrite an adapter consistently (manifest and checksum), as a tool might."""
+    """Rewrite an adapter consistently (manifest and both checksums), as a tool might."""
     config = json.loads((directory / ADAPTER_CONFIG).read_text())
     data = safetensors.torch.save(tensors)
     config["tensors"] = {
@@ -49,6 +49,7 @@ def _rewrite(directory: Path, tensors: dict[str, torch.Tensor], edit_config=None
     config["weights_sha256"] = hashlib.sha256(data).hexdigest()
     if edit_config:
         edit_config(config)
+    config["config_sha256"] = config_digest(config)
     (directory / ADAPTER_WEIGHTS).write_bytes(data)
     (directory / ADAPTER_CONFIG).write_text(json.dumps(config))
 

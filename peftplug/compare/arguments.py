@@ -205,5 +205,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="learning rate (default: the method's comparison default)",
     )
     parser.add_argument("--out", help="directory the adapter is saved to")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an adapter already in --out"
+    )
     add_workload_arguments(parser)
     parser.set_defaults(task=None, seed=None)

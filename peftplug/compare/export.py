@@ -47,9 +47,9 @@ def merge_to_directory(
     return out
 
 
-def copy_adapter(adapter: str | Path, out: str | Path) -> Path:
+def copy_adapter(adapter: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Verify the adapter (checksum, manifest) and commit its two files to ``out`` as one unit."""
-    source, out = Path(adapter), Path(out)
+    source, out = Path(adapter), refuse_non_empty(Path(out), overwrite)
     if not (source / ADAPTER_CONFIG).is_file():
         raise ConfigError(
             f"{adapter} is a Trainer checkpoint; load it and save it with peftplug.save_adapter "
@@ -66,15 +66,16 @@ def export(
     fmt: str,
     model: str | None = None,
     task: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the adapter (``peftplug``), HF PEFT's layout (``peft``, for methods with a PEFT
     equivalent: ``peftplug.export_peft``) or the merged model (``merged``) to ``out``."""
     if fmt == "merged":
         return merge_to_directory(adapter, out, model, task)
     if fmt == "peftplug":
-        return copy_adapter(adapter, out)
+        return copy_adapter(adapter, out, overwrite)
     if fmt == "peft":
-        out = refuse_non_empty(Path(out))
+        out = refuse_non_empty(Path(out), overwrite)
         base, _ = base_model_for(adapter, model, task)
         return peftplug.export_peft(peftplug.load_adapter(base, adapter), out)
     raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")

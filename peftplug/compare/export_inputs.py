@@ -48,8 +48,13 @@ def base_model_for(
     return AutoModelForCausalLM.from_pretrained(path), path
 
 
-def refuse_non_empty(out: Path) -> Path:
-    """``out``, unless it exists with something in it: what is there is never overwritten."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"{out} exists and is not empty: choose a new --out directory")
+def refuse_non_empty(out: Path, overwrite: bool = False) -> Path:
+    """``out``, unless it is a file, or a non-empty directory and ``overwrite`` is off."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: name a directory to write into")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out} exists and is not empty: choose a new directory, or pass --overwrite "
+            "to replace the adapter in it"
+        )
     return out

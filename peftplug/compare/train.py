@@ -12,6 +12,7 @@ import yaml
 
 import peftplug
 from peftplug.compare.arguments import FILE_KEYS, parse_assignment, parse_value, workload_from
+from peftplug.compare.export_inputs import refuse_non_empty
 from peftplug.compare.tasks import load_task
 from peftplug.compare.training import build_trainer, train_measured, training_arguments
 from peftplug.errors import ConfigError
@@ -57,6 +58,12 @@ def settings_from(arguments: argparse.Namespace) -> argparse.Namespace:
         raise ConfigError("name the method: --method lora (or `method: lora` in --config-file)")
     if not merged.out:
         raise ConfigError("say where to save the adapter: --out DIR (or `out:` in --config-file)")
+    refuse_non_empty(Path(merged.out), merged.overwrite)  # before training, not after
+    if merged.learning_rate is not None and not merged.learning_rate > 0:
+        raise ConfigError(
+            f"--lr must be a positive learning rate, got {merged.learning_rate}; leave it out "
+            "for the method's default"
+        )
     return merged
 
 
@@ -65,7 +72,9 @@ def run_train(arguments: argparse.Namespace) -> dict[str, Any]:
     settings = settings_from(arguments)
     spec = get_host().method(settings.method)
     config = spec.parse_config(settings.options)
-    learning_rate = settings.learning_rate or spec.comparison_defaults.learning_rate
+    learning_rate = settings.learning_rate
+    if learning_rate is None:
+        learning_rate = spec.comparison_defaults.learning_rate
     workload = workload_from(settings)
     task = load_task(workload)
     with tempfile.TemporaryDirectory() as scratch:

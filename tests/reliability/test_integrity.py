@@ -75,3 +75,25 @@ def test_an_unedited_config_still_loads_exactly(tmp_path: Path) -> None:
     peftplug.save_adapter(model, tmp_path / "adapter")
     loaded = peftplug.load_adapter(tiny_bert_classifier(), tmp_path / "adapter")
     assert torch.equal(first_lora_b(loaded), first_lora_b(model))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"format": None}, "is not a peftplug adapter"),
+        ({"format_version": None}, "invalid format_version None"),
+        ({"format_version": 0}, "invalid format_version 0"),
+        ({"format_version": "1"}, "invalid format_version '1'"),
+        ({"format_version": 2}, "newer than this peftplug reads"),
+        ({"format": None, "peft_type": "LORA"}, "is an HF PEFT adapter"),
+    ],
+)
+def test_each_format_problem_gets_its_own_message(
+    tmp_path: Path, edit: dict, message: str
+) -> None:
+    peftplug.save_adapter(lora_model(), tmp_path / "adapter")
+    config_path = tmp_path / "adapter" / "adapter_config.json"
+    config = {**json.loads(config_path.read_text()), **edit}
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(peftplug.AdapterLoadError, match=message):
+        peftplug.load_adapter(tiny_bert_classifier(), tmp_path / "adapter")
