@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from transformers import DataCollatorWithPadding
 
 import peftplug
-from peftplug.data import (
-    CausalLMCollator,
-    causal_lm_dataset,
-    classification_dataset,
-    load_causal_lm,
-    load_encoder,
-    load_qa_pairs,
-    load_reviews,
-)
-from peftplug.metrics import causal_lm_loss, classification_accuracy
-from peftplug.testing import majority_share, stock_trainer
+from peftplug.data import load_causal_lm, load_encoder
+from peftplug.testing import load_causal_lm_workload, load_encoder_workload, majority_share
 
 pytestmark = pytest.mark.slow
 
@@ -62,20 +52,16 @@ def test_minilm_reduced_variant_counts_query_value_and_intermediate_biases() -> 
 
 
 def test_bitfit_learns_review_sentiment_through_the_stock_trainer(tmp_path: Path) -> None:
-    model, tokenizer = load_encoder()
-    split = load_reviews()
-    collate = DataCollatorWithPadding(tokenizer)
-    held_out = classification_dataset(tokenizer, split.test[:500], max_length=64)
-    trainer = stock_trainer(
-        model, classification_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
-        {"bitfit": {}},
+    reviews = load_encoder_workload(held_out_size=500)
+    trainer = reviews.trainer(
+        tmp_path, {"bitfit": {}},
         max_steps=100, per_device_train_batch_size=16, learning_rate=3e-3, warmup_steps=10,
         lr_scheduler_type="constant_with_warmup",
     )
-    before = classification_accuracy(trainer.model, held_out, collate)
+    before = reviews.accuracy()
     trainer.train()
-    after = classification_accuracy(trainer.model, held_out, collate)
-    majority = majority_share([row["labels"] for row in held_out])
+    after = reviews.accuracy()
+    majority = majority_share([row["labels"] for row in reviews.held_out])
     assert after > majority + 0.08, (before, after, majority)
     assert after > before + 0.15, (before, after)
 
@@ -83,7 +69,7 @@ def test_bitfit_learns_review_sentiment_through_the_stock_trainer(tmp_path: Path
     size = (adapter / "adapter_model.safetensors").stat().st_size
     assert 4 * MINILM_BITFIT_PARAMETERS <= size < 4 * MINILM_BITFIT_PARAMETERS + 16_384
     loaded = peftplug.load_adapter(load_encoder()[0], adapter).eval()
-    inputs = collate(held_out[:64])
+    inputs = reviews.collate(reviews.held_out[:64])
     inputs.pop("labels")
     with torch.no_grad():
         torch.testing.assert_close(
@@ -99,20 +85,16 @@ def test_smollm2_has_no_biases_so_bitfit_points_to_train_norms() -> None:
 
 
 def test_train_norms_lowers_smollm2_held_out_loss(tmp_path: Path) -> None:
-    model, tokenizer = load_causal_lm()
-    config = model.config
+    qa = load_causal_lm_workload(held_out_size=32)
+    model, config = qa.model, qa.model.config
     norms = {n for n, _ in model.named_parameters() if "norm" in n}
     assert numel(model, norms) == (2 * config.num_hidden_layers + 1) * config.hidden_size
-    split = load_qa_pairs()
-    collate = CausalLMCollator(tokenizer.pad_token_id)
-    held_out = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
-    trainer = stock_trainer(
-        model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
-        {"bitfit": {"train_norms": True}},
+    trainer = qa.trainer(
+        tmp_path, {"bitfit": {"train_norms": True}},
         max_steps=20, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=2,
     )
     assert trainable(trainer.model) == norms
-    before = causal_lm_loss(trainer.model, held_out, collate)
+    before = qa.loss()
     trainer.train()
-    after = causal_lm_loss(trainer.model, held_out, collate)
+    after = qa.loss()
     assert after < before - 0.2, (before, after)

@@ -11,17 +11,9 @@ from torch import nn
 from transformers import DataCollatorWithPadding
 
 import peftplug
-from peftplug.data import (
-    CausalLMCollator,
-    causal_lm_dataset,
-    classification_dataset,
-    load_causal_lm,
-    load_encoder,
-    load_qa_pairs,
-    load_reviews,
-)
-from peftplug.metrics import causal_lm_loss, classification_accuracy
-from peftplug.testing import majority_share, stock_trainer
+from peftplug.data import classification_dataset, load_encoder, load_reviews
+from peftplug.metrics import classification_accuracy
+from peftplug.testing import load_causal_lm_workload, majority_share, stock_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -107,18 +99,13 @@ def test_head_with_cached_features_learns_and_later_epochs_skip_the_backbone(
 
 
 def test_partial_fine_tuning_trains_the_causal_lm(tmp_path: Path) -> None:
-    model, tokenizer = load_causal_lm()
-    split = load_qa_pairs()
-    train = causal_lm_dataset(tokenizer, split.train[:200], max_length=96)
-    test = causal_lm_dataset(tokenizer, split.test[:48], max_length=96)
-    collator = CausalLMCollator(tokenizer.pad_token_id)
-    before = causal_lm_loss(model, test, collator)
-    trainer = stock_trainer(
-        model, train, collator, tmp_path, {"partial": {"last_k": 2}},
+    qa = load_causal_lm_workload(held_out_size=48, train_size=200, max_length=96)
+    before = qa.loss()
+    qa.trainer(
+        tmp_path, {"partial": {"last_k": 2}},
         max_steps=20, per_device_train_batch_size=4, learning_rate=3e-4, warmup_steps=3,
-    )
-    trainer.train()
-    expected = sum(p.numel() for p in model.model.layers[-2:].parameters())
-    assert peftplug.trainable_parameters(model).trainable == expected
-    after = causal_lm_loss(model, test, collator)
+    ).train()
+    expected = sum(p.numel() for p in qa.model.model.layers[-2:].parameters())
+    assert peftplug.trainable_parameters(qa.model).trainable == expected
+    after = qa.loss()
     assert after < before - 0.4, (before, after)

@@ -4,54 +4,36 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from transformers import DataCollatorWithPadding, Trainer
+from transformers import Trainer
 
 import peftplug
-from peftplug.data import (
-    CausalLMCollator,
-    causal_lm_dataset,
-    classification_dataset,
-    load_causal_lm,
-    load_encoder,
-    load_qa_pairs,
-    load_reviews,
-)
-from peftplug.data.encode import chat_prompt
-from peftplug.metrics import causal_lm_loss, classification_accuracy
+from peftplug.testing import Workload, load_causal_lm_workload, load_encoder_workload
 
 pytestmark = pytest.mark.slow
 
 
-def _train(model, dataset, collate, tmp_path: Path, config: dict, **options) -> Trainer:
-    args = peftplug.PeftArguments(
-        output_dir=str(tmp_path), peft_plugins=["prefix"], peft_config={"prefix": config},
-        save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
-        lr_scheduler_type="linear", **options,
-    )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                      **peftplug.trainer_kwargs())
+def _train(workload: Workload, tmp_path: Path, config: dict, **options: Any) -> Trainer:
+    trainer = workload.trainer(tmp_path, {"prefix": config}, **options)
     started = time.perf_counter()
     trainer.train()
-    print(f"\nprefix: {(time.perf_counter() - started) / args.max_steps:.3f} s/step")
+    print(f"\nprefix: {(time.perf_counter() - started) / trainer.args.max_steps:.3f} s/step")
     return trainer
 
 
 def test_prefix_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
-    split = load_reviews(test_size=2000, seed=0)
-    model, tokenizer = load_encoder(num_labels=2)
-    collate = DataCollatorWithPadding(tokenizer)
-    held_out = classification_dataset(tokenizer, split.test[:400])
-    before = classification_accuracy(model, held_out, collate)
+    reviews = load_encoder_workload(held_out_size=400, train_size=960)
+    model, before = reviews.model, reviews.accuracy()
     config = {"num_virtual_tokens": 20, "init": "text", "projection": False}
     config["init_text"] = "Classify the sentiment of this review:"
     _train(
-        model, classification_dataset(tokenizer, split.train[:960]), collate, tmp_path, config,
+        reviews, tmp_path, config,
         max_steps=40, per_device_train_batch_size=16, learning_rate=1e-2, warmup_steps=4,
     )
-    after = classification_accuracy(model, held_out, collate)
+    after = reviews.accuracy()
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
     head_dim = model.config.hidden_size // heads
     head = sum(p.numel() for p in model.classifier.modules_to_save["default"].parameters())
@@ -64,28 +46,20 @@ def test_prefix_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
 def test_prefix_tuning_on_the_causal_lm_with_checkpointing_lowers_loss_and_generates(
     tmp_path: Path,
 ) -> None:
-    split = load_qa_pairs(test_size=200, seed=0)
-    model, tokenizer = load_causal_lm()
-    collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
-    held_out = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
-    before = causal_lm_loss(model, held_out, collate)
+    qa = load_causal_lm_workload(held_out_size=32)
+    before = qa.loss()
     trainer = _train(
-        model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
-        {"num_virtual_tokens": 20, "projection": False}, gradient_checkpointing=True,
+        qa, tmp_path, {"num_virtual_tokens": 20, "projection": False}, gradient_checkpointing=True,
         max_steps=8, per_device_train_batch_size=4, learning_rate=1e-2, warmup_steps=1,
     )
     assert trainer.model.is_activation_checkpointing
-    after = causal_lm_loss(model, held_out, collate)
+    after = qa.loss()
     print(f"prefix on the causal LM: held-out loss {before:.3f} -> {after:.3f}")
     assert after < before - 0.1, f"held-out loss {before:.3f} -> {after:.3f}"
-    question = tokenizer(chat_prompt(tokenizer, split.test[0].prompt), return_tensors="pt")
-    prompt_length = question["input_ids"].shape[1]
-    with torch.no_grad():
-        answer = model.eval().generate(**question, max_new_tokens=12, do_sample=False)
-        with peftplug.disable_adapters(model):
-            plain = model.generate(**question, max_new_tokens=12, do_sample=False)
-    text = tokenizer.decode(answer[0, prompt_length:], skip_special_tokens=True)
-    print(f"generated with the prefix: {text!r}; without: "
-          f"{tokenizer.decode(plain[0, prompt_length:], skip_special_tokens=True)!r}")
+    answer = qa.answer_ids()
+    with peftplug.disable_adapters(qa.model):
+        plain = qa.answer_ids()
+    text = qa.decode(answer)
+    print(f"generated with the prefix: {text!r}; without: {qa.decode(plain)!r}")
     assert text.strip()
     assert not torch.equal(answer, plain)

@@ -6,21 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import DataCollatorWithPadding
 
 import peftplug
-from peftplug.data import (
-    CausalLMCollator,
-    causal_lm_dataset,
-    classification_dataset,
-    load_causal_lm,
-    load_encoder,
-    load_qa_pairs,
-    load_reviews,
-)
-from peftplug.data.encode import chat_prompt
-from peftplug.metrics import causal_lm_loss, classification_accuracy
-from peftplug.testing import stock_trainer
+from peftplug.data import load_encoder
+from peftplug.testing import load_causal_lm_workload, load_encoder_workload
 from peftplug_prompt import prompt_layer
 
 pytestmark = pytest.mark.slow
@@ -29,18 +18,14 @@ INIT_TEXT = "Classify the sentiment of this review:"
 
 
 def test_prompt_tuning_on_the_encoder_improves_accuracy(tmp_path: Path) -> None:
-    split = load_reviews(test_size=2000, seed=0)
-    model, tokenizer = load_encoder(num_labels=2)
-    collate = DataCollatorWithPadding(tokenizer)
-    held_out = classification_dataset(tokenizer, split.test[:400])
-    before = classification_accuracy(model, held_out, collate)
+    reviews = load_encoder_workload(held_out_size=400, train_size=1600)
+    model, before = reviews.model, reviews.accuracy()
     config = {"num_virtual_tokens": 20, "init": "text", "init_text": INIT_TEXT}
-    stock_trainer(
-        model, classification_dataset(tokenizer, split.train[:1600]), collate, tmp_path,
-        {"prompt": config},
+    reviews.trainer(
+        tmp_path, {"prompt": config},
         max_steps=60, per_device_train_batch_size=16, learning_rate=3e-2, warmup_steps=6,
     ).train()
-    after = classification_accuracy(model, held_out, collate)
+    after = reviews.accuracy()
     hidden, labels = model.config.hidden_size, model.config.num_labels
     trainable = peftplug.trainable_parameters(model).trainable
     assert trainable == 20 * hidden + hidden * labels + labels
@@ -62,22 +47,12 @@ def test_text_init_uses_the_models_own_tokenizer() -> None:
 
 
 def test_prompt_tuning_on_the_causal_lm_lowers_loss_and_generates(tmp_path: Path) -> None:
-    split = load_qa_pairs(test_size=200, seed=0)
-    model, tokenizer = load_causal_lm()
-    collate = CausalLMCollator(pad_token_id=tokenizer.pad_token_id)
-    held_out = causal_lm_dataset(tokenizer, split.test[:32], max_length=64)
-    before = causal_lm_loss(model, held_out, collate)
-    stock_trainer(
-        model, causal_lm_dataset(tokenizer, split.train, max_length=64), collate, tmp_path,
-        {"prompt": {"num_virtual_tokens": 20}},
-        max_steps=12, per_device_train_batch_size=4, learning_rate=3e-2, warmup_steps=1,
-    ).train()
-    after = causal_lm_loss(model, held_out, collate)
-    print(f"prompt on the causal LM: held-out loss {before:.3f} -> {after:.3f}")
+    qa = load_causal_lm_workload(held_out_size=32)
+    before = qa.loss()
+    qa.trainer(tmp_path, {"prompt": {"num_virtual_tokens": 20}}, max_steps=12,
+               per_device_train_batch_size=4, learning_rate=3e-2, warmup_steps=1).train()
+    after, answer = qa.loss(), qa.decode(qa.answer_ids())
+    print(f"prompt on the causal LM: held-out loss {before:.3f} -> {after:.3f}, "
+          f"generated: {answer!r}")
     assert after < before - 0.1, f"held-out loss {before:.3f} -> {after:.3f}"
-    question = tokenizer(chat_prompt(tokenizer, split.test[0].prompt), return_tensors="pt")
-    with torch.no_grad():
-        answer = model.eval().generate(**question, max_new_tokens=12, do_sample=False)
-    text = tokenizer.decode(answer[0, question["input_ids"].shape[1] :], skip_special_tokens=True)
-    print(f"generated: {text!r}")
-    assert text.strip()
+    assert answer.strip()
