@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 import types
 from pathlib import Path
 
@@ -11,21 +10,13 @@ import pytest
 
 import peftplug
 from peftplug.plugins import PluginHost, get_host, reset_host
-
-
-def _install_fake_distribution(root: Path, name: str, module_source: str) -> None:
-    """A distribution on sys.path with a `peftplug` entry point to module `name`."""
-    (root / f"{name}.py").write_text(textwrap.dedent(module_source))
-    info = root / f"{name}-0.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text(f"[peftplug]\n{name} = {name}\n")
+from peftplug.testing.fake_distribution import install_fake_distribution
 
 
 @pytest.fixture
 def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    _install_fake_distribution(tmp_path, "broken_on_import", "raise ImportError('needs libfoo')\n")
-    _install_fake_distribution(
+    install_fake_distribution(tmp_path, "broken_on_import", "raise ImportError('needs libfoo')\n")
+    install_fake_distribution(
         tmp_path,
         "misspelled_hook",
         """

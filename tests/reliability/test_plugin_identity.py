@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import peftplug
 from peftplug.cli import main
 from peftplug.plugins import PluginHost, reset_host
+from peftplug.testing.fake_distribution import install_fake_distribution
 from peftplug.testing.tiny_models import tiny_bert_classifier
 
 LORA = f"peftplug-lora {importlib.metadata.version('peftplug-lora')}"
@@ -28,16 +28,6 @@ def peftplug_register_methods(register):
 """
 
 
-def _install_fake_distribution(root: Path, name: str, entry_point: str, source: str) -> None:
-    """Distribution ``name`` 0.3 on ``root``: module ``name`` under entry point ``entry_point``."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.py").write_text(textwrap.dedent(source))
-    info = root / f"{name}-0.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
-    (info / "entry_points.txt").write_text(f"[peftplug]\n{entry_point} = {name}\n")
-
-
 @pytest.fixture
 def plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     for variable in ("LOAD", "DISABLE", "STRICT"):
@@ -50,7 +40,7 @@ def plugin_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 @pytest.fixture
 def lora_fork(tmp_path: Path, plugin_env: pytest.MonkeyPatch) -> Iterator[None]:
     """A third-party distribution whose entry point is also called ``lora``."""
-    _install_fake_distribution(tmp_path, "lora_fork", "lora", FORK)
+    install_fake_distribution(tmp_path, "lora_fork", FORK, "lora")
     plugin_env.syspath_prepend(str(tmp_path))
     yield
     reset_host()  # a test may have built the process-wide host with the fork on sys.path
@@ -111,7 +101,7 @@ def test_strict_mode_raises_on_the_conflict(
 def test_one_method_name_from_two_distributions_loads_neither(
     tmp_path: Path, plugin_env: pytest.MonkeyPatch
 ) -> None:
-    _install_fake_distribution(tmp_path, "lora_turbo", "lora-turbo", FORK)
+    install_fake_distribution(tmp_path, "lora_turbo", FORK, "lora-turbo")
     plugin_env.syspath_prepend(str(tmp_path))
     host = PluginHost()
     assert "lora" not in host.methods
@@ -137,7 +127,7 @@ def test_one_distribution_twice_on_sys_path_is_no_conflict(
         register(peftplug.MethodSpec("twice", TwiceConfig))
     """
     for folder in ("a", "b"):
-        _install_fake_distribution(tmp_path / folder, "twice_dist", "twice", source)
+        install_fake_distribution(tmp_path / folder, "twice_dist", source, "twice")
         plugin_env.syspath_prepend(str(tmp_path / folder))
     host = PluginHost()
     assert host.plugins["twice"].error is None
