@@ -37,7 +37,9 @@ def plant(mutant: Mutant, target: Path) -> None:
     path = copy / mutant.path
     text = path.read_text()
     if text.count(mutant.old) != 1:
-        raise SystemExit(f"mutant {mutant.bug!r}: its snippet occurs {text.count(mutant.old)} times in {path}")
+        raise SystemExit(
+            f"mutant {mutant.bug!r}: its snippet occurs {text.count(mutant.old)} times in {path}"
+        )
     path.write_text(text.replace(mutant.old, mutant.new))
 
 
@@ -48,7 +50,9 @@ def conformance_passes(plugin: str, shadow: Path | None) -> bool:
         env["PYTHONPATH"] = os.pathsep.join([str(shadow), env.get("PYTHONPATH", "")])
     tests = ROOT / "plugins" / f"peftplug-{plugin}" / "tests" / "test_conformance.py"
     command = [sys.executable, "-m", "pytest", str(tests), "-x", "-q", "-p", "no:cacheprovider"]
-    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=False).returncode == 0
+    return (
+        subprocess.run(command, env=env, cwd=ROOT, capture_output=True, check=False).returncode == 0
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

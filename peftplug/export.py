@@ -26,7 +26,9 @@ from peftplug.targets import task_head_names
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def export_peft(model: nn.Module, directory: str | Path, *, adapter_name: str | None = None) -> Path:
+def export_peft(
+    model: nn.Module, directory: str | Path, *, adapter_name: str | None = None
+) -> Path:
     """Write one adapter of ``model`` (the active one by default) as HF PEFT saves it."""
     import peft
 
@@ -61,10 +63,14 @@ def export_peft(model: nn.Module, directory: str | Path, *, adapter_name: str | 
     tensors = {**equivalent.tensors, **_head_tensors(heads, name, live)}
     unknown = sorted(set(tensors) - set(live))
     if unknown:
-        raise ConfigError(f"PEFT's model has no tensor {unknown[0]!r}: a bug in the method's export")
+        raise ConfigError(
+            f"PEFT's model has no tensor {unknown[0]!r}: a bug in the method's export"
+        )
     missing = sorted(k for k, p in live.items() if p.requires_grad and k not in tensors)
     if missing:
-        raise ConfigError(f"the export leaves PEFT's {missing[0]!r} unfilled: a bug in the method's export")
+        raise ConfigError(
+            f"the export leaves PEFT's {missing[0]!r} unfilled: a bug in the method's export"
+        )
     with torch.no_grad():
         for key, tensor in tensors.items():
             live[key].copy_(tensor)
@@ -110,13 +116,15 @@ def _saved_heads(model: nn.Module, adapter_name: str, method: str) -> dict[str, 
 def _head_tensors(
     heads: dict[str, SavedModuleLayer], adapter_name: str, live: dict[str, nn.Parameter]
 ) -> dict[str, torch.Tensor]:
-    """Each head copy's parameters under PEFT's name (``<prefix><path>.modules_to_save.default.*``)."""
+    """Each head copy's parameters under PEFT's name, ``...<path>.modules_to_save.default.*``."""
     tensors = {}
     for path, layer in heads.items():
         for key, parameter in layer.modules_to_save[adapter_name].named_parameters():
             suffix = f"{path}.modules_to_save.default.{key}"
             matches = [name for name in live if name == suffix or name.endswith("." + suffix)]
             if len(matches) != 1:
-                raise ConfigError(f"PEFT's model has no single place for the head tensor {suffix!r}")
+                raise ConfigError(
+                    f"PEFT's model has no single place for the head tensor {suffix!r}"
+                )
             tensors[matches[0]] = parameter
     return tensors

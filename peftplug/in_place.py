@@ -55,7 +55,9 @@ def train_in_place(
         )
     for name, parameter in parameters:
         if parameter.requires_grad:
-            holder = next((str(o) for o, entries in ledger.items() if _holds(entries, parameter)), None)
+            holder = next(
+                (str(o) for o, entries in ledger.items() if _holds(entries, parameter)), None
+            )
             raise ConfigError(
                 f"{owner} would train {name!r}, which {holder or 'a method applied earlier'} "
                 "already trains: methods that train parameters in place cannot share them; apply "

@@ -118,7 +118,9 @@ def save_module(model: nn.Module, path: str, adapter_name: str, method: str) -> 
     return layer
 
 
-def saved_module_tensors(model: nn.Module, adapter_name: str, method: str) -> dict[str, torch.Tensor]:
+def saved_module_tensors(
+    model: nn.Module, adapter_name: str, method: str
+) -> dict[str, torch.Tensor]:
     """The live tensors of the copies ``method`` uses for ``adapter_name``, by state-dict name."""
     return {
         f"{path}.{key}": tensor

@@ -1,4 +1,4 @@
-"""``peftplug.export_peft`` writes what HF PEFT loads back with the same outputs (PEFT is the oracle)."""
+"""``peftplug.export_peft`` writes what HF PEFT loads with the same outputs (PEFT: the oracle)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,16 @@ peft = pytest.importorskip("peft")
 CASES: dict[str, tuple[Any, str, dict[str, Any]]] = {
     "lora-bert-head": (tiny_bert_classifier, "lora", {"r": 4, "alpha": 8}),
     "lora-llama-rslora-all-linear": (
-        tiny_llama, "lora", {"r": 4, "use_rslora": True, "target_modules": "all-linear"}
+        tiny_llama,
+        "lora",
+        {"r": 4, "use_rslora": True, "target_modules": "all-linear"},
     ),
     "lora-gpt2-conv1d": (tiny_gpt2, "lora", {"r": 4, "target_modules": ["c_attn", "c_proj"]}),
-    "dora-llama": (tiny_llama, "lora", {"r": 4, "use_dora": True, "target_modules": ["q_proj", "v_proj"]}),
+    "dora-llama": (
+        tiny_llama,
+        "lora",
+        {"r": 4, "use_dora": True, "target_modules": ["q_proj", "v_proj"]},
+    ),
     "dora-bert-head": (tiny_bert_classifier, "lora", {"r": 4, "use_dora": True}),
     "prompt-llama": (tiny_llama, "prompt", {"num_virtual_tokens": 3, "init": "random"}),
     "prompt-bert-head": (tiny_bert_classifier, "prompt", {"num_virtual_tokens": 3}),

@@ -1,4 +1,4 @@
-"""Named adapters: each layer owns its adapters; deleting or failing to add one spares the others."""
+"""Named adapters: each layer owns its adapters; deleting or failing to add one spares others."""
 
 from __future__ import annotations
 
@@ -64,8 +64,12 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "tensors": {k: v.clone() for k, v in model.state_dict().items()},
         "types": {n: type(m) for n, m in model.named_modules()},
         "flags": {n: p.requires_grad for n, p in model.named_parameters()},
-        "hooks": {n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()},
-        "state": None if state is None else ([m.record() for m in state.methods], state.active_adapter),
+        "hooks": {
+            n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()
+        },
+        "state": None
+        if state is None
+        else ([m.record() for m in state.methods], state.active_adapter),
         "record": getattr(model.config, "peftplug", None),
     }
 
@@ -91,8 +95,12 @@ def test_deleting_the_first_adapter_keeps_the_second(method: str) -> None:
     peftplug.set_active_adapter(model, "second")
     train(model, batch, steps=1)
     expected = logits(model, batch)
-    second_tensors = {k: v.clone() for k, v in peftplug.serialization.method_tensors(
-        model, peft_state(model), "second").items()}
+    second_tensors = {
+        k: v.clone()
+        for k, v in peftplug.serialization.method_tensors(
+            model, peft_state(model), "second"
+        ).items()
+    }
     peftplug.delete_adapter(model, "default")
     assert peft_state(model).adapter_names == ["second"]
     torch.testing.assert_close(logits(model, batch), expected, rtol=0, atol=0)
@@ -152,7 +160,9 @@ def midway_method() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("first", [None, "lora"])
-def test_a_prepare_hook_that_raises_midway_changes_nothing(midway_method: str, first: str | None) -> None:
+def test_a_prepare_hook_that_raises_midway_changes_nothing(
+    midway_method: str, first: str | None
+) -> None:
     model, batch = model_and_batch("classifier")
     if first:
         peftplug.apply(model, [first], {first: {"r": 2}})
@@ -167,7 +177,9 @@ def test_a_prepare_hook_that_raises_midway_changes_nothing(midway_method: str, f
 def test_a_failed_load_into_a_model_with_an_adapter_leaves_it_bit_identical(tmp_path) -> None:
     model, batch = model_and_batch("classifier")
     peftplug.apply(model, ["lora"], {"lora": {"r": 2}})
-    other = peftplug.apply(tiny_bert_classifier(), ["lora"], {"lora": {"r": 4}}, adapter_name="second")
+    other = peftplug.apply(
+        tiny_bert_classifier(), ["lora"], {"lora": {"r": 4}}, adapter_name="second"
+    )
     peftplug.save_adapter(other, tmp_path / "adapter", adapter_name="second")
     (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"damaged")
     before = snapshot(model)
@@ -176,10 +188,14 @@ def test_a_failed_load_into_a_model_with_an_adapter_leaves_it_bit_identical(tmp_
     assert_unchanged(model, before)
 
 
-def test_a_replace_hook_returning_a_plain_module_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_replace_hook_returning_a_plain_module_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = tiny_bert_classifier()
     before = snapshot(model)
-    monkeypatch.setattr(get_host().hook, "peftplug_replace_module", lambda **kwargs: nn.Sequential())
+    monkeypatch.setattr(
+        get_host().hook, "peftplug_replace_module", lambda **kwargs: nn.Sequential()
+    )
     with pytest.raises(peftplug.PluginError, match="must return an AdapterLayer"):
         peftplug.apply(model, ["lora"])
     monkeypatch.undo()

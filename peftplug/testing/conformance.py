@@ -78,7 +78,9 @@ class MethodConformance:
     def spec(self) -> MethodSpec:
         return get_host().method(self.method)
 
-    def applied_model(self, adapter_name: str = "default", model: nn.Module | None = None) -> nn.Module:
+    def applied_model(
+        self, adapter_name: str = "default", model: nn.Module | None = None
+    ) -> nn.Module:
         """A tiny model (or ``model``) with the method applied under ``adapter_name``."""
         model = self.make_model() if model is None else model
         config = {self.method: self.config}
@@ -177,7 +179,9 @@ class MethodConformance:
         assert not changed, f"training changed base tensors it does not train: {changed[:5]}"
 
     def test_training_changes_the_output(self) -> None:
-        assert not torch.allclose(self.outputs(self.trained_model()), self.outputs(self.make_model()))
+        assert not torch.allclose(
+            self.outputs(self.trained_model()), self.outputs(self.make_model())
+        )
 
     def test_a_fresh_adapter_starts_at_the_base(self) -> None:
         if not self.spec.starts_at_base:
@@ -201,7 +205,9 @@ class MethodConformance:
         hooks = _hook_counts(base)
         own = {id(p) for p in base.parameters()}
         model = self.train(self.applied_model(model=base))
-        kept = {n for n, p in model.named_parameters() if id(p) in self.trained_in_place(model, own)}
+        kept = {
+            n for n, p in model.named_parameters() if id(p) in self.trained_in_place(model, own)
+        }
         peftplug.unload(model)
         assert peft_state(model) is None
         assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
@@ -287,13 +293,17 @@ class MethodConformance:
         otherwise end where the first adapter did.
         """
         first = self.outputs(model)
-        first_tensors = {k: t.detach().clone() for k, t in method_tensors(model, peft_state(model)).items()}
+        first_tensors = {
+            k: t.detach().clone() for k, t in method_tensors(model, peft_state(model)).items()
+        }
         self.applied_model("second", model)
         torch.testing.assert_close(self.outputs(model), first, rtol=0, atol=0)
         peftplug.set_active_adapter(model, "second")
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         second = set(method_tensors(model, peft_state(model), "second"))
-        assert trainable <= second, f"trains beside the active adapter: {sorted(trainable - second)[:5]}"
+        assert trainable <= second, (
+            f"trains beside the active adapter: {sorted(trainable - second)[:5]}"
+        )
         self.train(model, steps=1)
         after = method_tensors(model, peft_state(model), "default")
         assert all(torch.equal(after[k], first_tensors[k]) for k in after), (
@@ -305,7 +315,9 @@ class MethodConformance:
         expected = self.outputs(model)
         model.to(torch.float64)
         tensors = method_tensors(model, peft_state(model))
-        stale = [k for k, t in tensors.items() if t.is_floating_point() and t.dtype != torch.float64]
+        stale = [
+            k for k, t in tensors.items() if t.is_floating_point() and t.dtype != torch.float64
+        ]
         assert not stale, f"not moved to float64: {stale[:5]}"
         torch.testing.assert_close(self.outputs(model).float(), expected, **MERGE_TOLERANCE)
         model.to("meta")
@@ -371,7 +383,10 @@ class MethodConformance:
 def _hook_counts(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Forward and forward-pre hooks per module (by type and position, not by path)."""
     return {
-        f"{index}:{type(module).__name__}": (len(module._forward_hooks), len(module._forward_pre_hooks))
+        f"{index}:{type(module).__name__}": (
+            len(module._forward_hooks),
+            len(module._forward_pre_hooks),
+        )
         for index, module in enumerate(model.modules())
         if module._forward_hooks or module._forward_pre_hooks
     }

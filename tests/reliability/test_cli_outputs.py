@@ -1,4 +1,4 @@
-"""The CLI never overwrites an adapter unless told, and refuses bad output and rate flags up front."""
+"""The CLI never overwrites an adapter unless told; bad --out and --lr are refused up front."""
 
 from __future__ import annotations
 

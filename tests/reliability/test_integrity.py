@@ -88,9 +88,7 @@ def test_an_unedited_config_still_loads_exactly(tmp_path: Path) -> None:
         ({"format": None, "peft_type": "LORA"}, "is an HF PEFT adapter"),
     ],
 )
-def test_each_format_problem_gets_its_own_message(
-    tmp_path: Path, edit: dict, message: str
-) -> None:
+def test_each_format_problem_gets_its_own_message(tmp_path: Path, edit: dict, message: str) -> None:
     peftplug.save_adapter(lora_model(), tmp_path / "adapter")
     config_path = tmp_path / "adapter" / "adapter_config.json"
     config = {**json.loads(config_path.read_text()), **edit}

@@ -13,7 +13,9 @@ from peftplug_lora.layer import LoraLinear
 PEFT_MODEL_PREFIX = "base_model.model."
 
 
-def peft_equivalent(model: nn.Module, config: LoraConfig, adapter_name: str) -> PeftEquivalent | None:
+def peft_equivalent(
+    model: nn.Module, config: LoraConfig, adapter_name: str
+) -> PeftEquivalent | None:
     """PEFT's LoRA with the same settings on exactly the layers this adapter wraps.
 
     A variant other than DoRA has no PEFT equivalent (``None``).
@@ -23,7 +25,11 @@ def peft_equivalent(model: nn.Module, config: LoraConfig, adapter_name: str) -> 
         for path, layer in model.named_modules()
         if isinstance(layer, LoraLinear) and adapter_name in layer.lora_A
     }
-    variants = {type(layer.lora_variant[adapter_name]) for layer in layers.values() if adapter_name in layer.lora_variant}
+    variants = {
+        type(layer.lora_variant[adapter_name])
+        for layer in layers.values()
+        if adapter_name in layer.lora_variant
+    }
     if variants - {DoraVariant}:
         return None
     tensors: dict[str, torch.Tensor] = {}
