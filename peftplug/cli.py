@@ -74,10 +74,14 @@ def _compare(arguments: argparse.Namespace) -> int:
         baselines=arguments.baselines,
         vs_peft=arguments.vs_peft,
     )
-    try:
-        run_compare(workload, rows, out, arguments.argv)
-    except KeyboardInterrupt:
-        return 130
+    run = run_compare(workload, rows, out, arguments.argv)
+    if run.rows and all(row["status"] == "failed" for row in run.rows):
+        print(
+            f"peftplug compare: error: every row failed (see {out}); the first: "
+            f"{run.rows[0].get('error')}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -180,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeftplugError as error:
         print(f"peftplug {arguments.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finished work is kept: compare saved its rows, saves are atomic
+        print(f"peftplug {arguments.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

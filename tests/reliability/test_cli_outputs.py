@@ -70,3 +70,33 @@ def test_train_refuses_an_existing_adapter_or_a_file_before_training(
     file.write_text("x")
     code, err = run(["train", "--method", "lora", "--out", str(file)], capsys)
     assert code == 2 and "is a file" in err and file.read_text() == "x"
+
+
+def test_ctrl_c_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import peftplug.compare.train as train
+
+    def interrupted(arguments: object) -> dict:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run_train", interrupted)
+    code, err = run(["train", "--method", "lora", "--out", "unused"], capsys)
+    assert code == 130
+    assert err.strip() == "peftplug train: interrupted"
+
+
+def test_compare_exits_non_zero_when_every_row_failed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import peftplug.compare.plan as plan
+    import peftplug.compare.runner as runner
+
+    failed = [{"label": label, "status": "failed", "error": "boom"} for label in ("a", "b")]
+    monkeypatch.setattr(plan, "plan_rows", lambda *args, **kwargs: [])
+    monkeypatch.setattr(
+        runner, "run_compare", lambda *args: type("Run", (), {"rows": failed})()
+    )
+    code, err = run(["compare", "--out", str(tmp_path)], capsys)
+    assert code == 1
+    assert "every row failed" in err and "boom" in err and "Traceback" not in err
