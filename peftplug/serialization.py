@@ -15,6 +15,7 @@ from torch import nn
 
 from peftplug.apply import CONFIG_RECORD, apply, require_state
 from peftplug.atomic import commit_with_record, directory_lock, finish_commit
+from peftplug.checkpoint_manifest import verify_manifest
 from peftplug.errors import AdapterLoadError, AdapterSaveError, PeftplugError
 from peftplug.plugins import get_host
 from peftplug.rollback import rollback_on_error
@@ -194,6 +195,7 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
     if (directory / TRAINER_CONFIG).is_file():
         record = _read_json(directory / TRAINER_CONFIG).get(CONFIG_RECORD)
         if record is not None:
+            verify_manifest(directory, AdapterLoadError)
             tensors = _parse_safetensors(
                 _read_bytes(directory / TRAINER_WEIGHTS), directory / TRAINER_WEIGHTS
             )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peftplug.apply import apply, resolve
+from peftplug.checkpoint_manifest import verify_manifest, write_manifest
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.optim import build_param_groups
 from peftplug.plugins import get_host
@@ -130,17 +133,34 @@ class PeftCallback(TrainerCallback):
         return self._relay("on_init_end", args, state, control, model=model, **kwargs)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        if state.global_step > 0:  # resumed: the checkpoint just loaded must be intact
+            for checkpoint in _resumed_checkpoints(args, state.global_step):
+                verify_manifest(checkpoint, PeftplugError)
         if model is not None and _checkpointing(model):
             embeddings = model.get_input_embeddings()
             if embeddings is not None and not embeddings.weight.requires_grad:
                 model.enable_input_require_grads()  # reentrant checkpointing needs grad inputs
         return self._relay("on_train_begin", args, state, control, model=model, **kwargs)
 
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if checkpoint.is_dir():
+            write_manifest(checkpoint)
+        return self._relay("on_save", args, state, control, **kwargs)
+
     def _relay(self, event: str, args, state, control, **kwargs):  # noqa: ANN001
         for callback in self.session.method_callbacks:
             result = getattr(callback, event)(args, state, control, **kwargs)
             control = control if result is None else result
         return control
+
+
+def _resumed_checkpoints(args: TrainingArguments, step: int) -> list[Path]:
+    """The checkpoint a run resumed from at ``step``: in ``output_dir``, or as the args name it."""
+    candidates = [Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"]
+    if isinstance(args.resume_from_checkpoint, str):
+        candidates.append(Path(args.resume_from_checkpoint))
+    return [path for path in candidates if path.is_dir()]
 
 
 def _checkpointing(model: nn.Module) -> bool:
