@@ -19,7 +19,7 @@ from peftplug.apply import CONFIG_RECORD, require_state
 from peftplug.atomic import atomic_write_files
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
-from peftplug.saved_modules import SavedModuleLayer
+from peftplug.saved_modules import SavedModuleLayer, saved_module_layers
 from peftplug.serialization import method_tensors
 from peftplug.targets import task_head_names
 
@@ -51,7 +51,7 @@ def export_peft(
             f"{applied.spec.distribution or 'its plugin'} can write: save it in peftplug's "
             "format (peftplug.save_adapter) instead"
         )
-    heads = _saved_heads(model, name, applied.spec.name)
+    heads = saved_module_layers(model, name, applied.spec.name)
     config = {
         **equivalent.config,
         "task_type": "SEQ_CLS" if task_head_names(model) else "CAUSAL_LM",
@@ -98,19 +98,11 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     weights = {
         name.replace(".base_layer", ""): tensor.detach()
         for name, tensor in model.state_dict(keep_vars=True).items()
-        if id(tensor) not in own and ".modules_to_save." not in name
+        if id(tensor) not in own
     }
     plain = type(model)(config)
     plain.load_state_dict(weights, strict=True)
     return plain.to(next(model.parameters()).dtype).eval()
-
-
-def _saved_heads(model: nn.Module, adapter_name: str, method: str) -> dict[str, SavedModuleLayer]:
-    return {
-        path: module
-        for path, module in model.named_modules()
-        if isinstance(module, SavedModuleLayer) and method in module.owners.get(adapter_name, [])
-    }
 
 
 def _head_tensors(

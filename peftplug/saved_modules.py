@@ -118,13 +118,23 @@ def save_module(model: nn.Module, path: str, adapter_name: str, method: str) -> 
     return layer
 
 
+def saved_module_layers(
+    model: nn.Module, adapter_name: str, method: str
+) -> dict[str, SavedModuleLayer]:
+    """The layers whose copy for ``adapter_name`` ``method`` uses (the ledger), by path."""
+    return {
+        path: module
+        for path, module in model.named_modules()
+        if isinstance(module, SavedModuleLayer) and method in module.owners.get(adapter_name, [])
+    }
+
+
 def saved_module_tensors(
     model: nn.Module, adapter_name: str, method: str
 ) -> dict[str, torch.Tensor]:
     """The live tensors of the copies ``method`` uses for ``adapter_name``, by state-dict name."""
     return {
         f"{path}.{key}": tensor
-        for path, module in model.named_modules()
-        if isinstance(module, SavedModuleLayer) and method in module.owners.get(adapter_name, [])
-        for key, tensor in module.tensors(adapter_name).items()
+        for path, layer in saved_module_layers(model, adapter_name, method).items()
+        for key, tensor in layer.tensors(adapter_name).items()
     }

@@ -43,15 +43,19 @@ def batch_for(model: nn.Module) -> dict[str, torch.Tensor]:
     return classification_batch() if hasattr(model, "classifier") else causal_lm_batch()
 
 
-def trained(make: Any, method: str, options: dict[str, Any]) -> nn.Module:
-    model = peftplug.apply(make(), [method], {method: options})
+def train(model: nn.Module, steps: int = 2) -> nn.Module:
+    """A few SGD steps on what trains (the active adapter)."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     model.train()
-    for _ in range(2):
+    for _ in range(steps):
         optimizer.zero_grad()
         model(**batch_for(model)).loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def trained(make: Any, method: str, options: dict[str, Any]) -> nn.Module:
+    return train(peftplug.apply(make(), [method], {method: options}))
 
 
 def logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -93,3 +97,15 @@ def test_two_methods_in_one_adapter_are_refused(tmp_path: Path) -> None:
     model = peftplug.apply(tiny_bert_classifier(), ["lora", "bitfit"])
     with pytest.raises(peftplug.ConfigError, match="holds lora, bitfit"):
         peftplug.export_peft(model, tmp_path / "peft")
+
+
+def test_one_adapter_of_two_exports_with_its_own_head(tmp_path: Path) -> None:
+    model = trained(tiny_bert_classifier, "lora", {"r": 4})
+    peftplug.apply(model, ["lora"], {"lora": {"r": 2}}, adapter_name="second")
+    peftplug.set_active_adapter(model, "second")
+    second = train(model, steps=1)
+    peftplug.export_peft(second, tmp_path / "peft", adapter_name="second")
+    loaded = peft.PeftModel.from_pretrained(tiny_bert_classifier(), tmp_path / "peft").eval()
+    batch = classification_batch()
+    torch.testing.assert_close(logits(loaded, batch), logits(second, batch), rtol=1e-5, atol=1e-5)
+
