@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from peftplug.config import MethodConfig
@@ -25,7 +27,12 @@ def resolve(
     plugins: Sequence[str] | str, config: Mapping[str, Any] | None = None
 ) -> list[tuple[MethodSpec, MethodConfig]]:
     """Look up each named method and parse its config, before anything touches the model."""
-    names = [plugins] if isinstance(plugins, str) else list(plugins)
+    names = [plugins] if isinstance(plugins, str) else plugins
+    if not isinstance(names, Sequence) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(
+            f"plugins must be method names, got {plugins!r}: e.g. ['lora'] or ['lora', 'bitfit']"
+        )
+    names = list(names)
     if not names:
         raise ConfigError("no plugins given: name at least one method, e.g. ['lora']")
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -33,7 +40,7 @@ def resolve(
         raise ConfigError(f"plugins named more than once: {', '.join(repeated)}")
     host = get_host()
     specs = [host.method(name) for name in names]
-    config = dict(config or {})
+    config = options_per_method(config)
     stray = sorted(set(config) - set(names))
     if stray:
         raise ConfigError(
@@ -41,6 +48,25 @@ def resolve(
             f"peft_plugins {names}: add it to peft_plugins or remove its options"
         )
     return [(spec, spec.parse_config(config.get(spec.name))) for spec in specs]
+
+
+def options_per_method(config: object) -> dict[str, Any]:
+    """``config`` checked to map method names to options (a dict or a config instance)."""
+    example = 'e.g. {"lora": {"r": 8}}'
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"peft_config must map method names to their options, got "
+            f"{type(config).__name__} {config!r}: {example}"
+        )
+    for method, options in config.items():
+        if not isinstance(options, Mapping | MethodConfig | None):
+            raise ConfigError(
+                f"peft_config[{method!r}] must be the method's options (a mapping), got "
+                f"{type(options).__name__} {options!r}: {example}"
+            )
+    return dict(config)
 
 
 def apply(
@@ -78,7 +104,8 @@ def apply(
         host = get_host()
         for spec, method_config in resolved:
             applied = AppliedMethod(spec, method_config, adapter_name)
-            _apply_method(model, host, applied)
+            with _out_of_memory_explained(applied):
+                _apply_method(model, host, applied)
             state.methods.append(applied)
         _activate(model, state.active_adapter)
         refresh_config_record(model)
@@ -92,6 +119,26 @@ def check_adapter_name(adapter_name: object) -> None:
             f"adapter_name must be a non-empty string without '.', got {adapter_name!r}: "
             "e.g. 'default' or 'task_b'"
         )
+
+
+@contextlib.contextmanager
+def _out_of_memory_explained(applied: AppliedMethod) -> Iterator[None]:
+    """An allocation that fails while a method builds its tensors, as a ``ConfigError``."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(error)
+        if not isinstance(error, MemoryError | torch.OutOfMemoryError) and (
+            "can't allocate memory" not in text
+        ):
+            raise
+        size = re.search(r"allocate (\d+) bytes", text)
+        needed = f" (one tensor of {int(size[1]) / 2**30:,.1f} GiB)" if size else ""
+        raise ConfigError(
+            f"method {applied.spec.name!r} ran out of memory building its tensors{needed}: "
+            f"its options {applied.config.to_dict()} are too large for this model; lower "
+            "the size options (such as r or num_virtual_tokens)"
+        ) from None
 
 
 def _apply_method(model: nn.Module, host: PluginHost, applied: AppliedMethod) -> None:

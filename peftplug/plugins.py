@@ -58,6 +58,20 @@ def _info(entry_point: importlib.metadata.EntryPoint) -> PluginInfo:
     return PluginInfo(entry_point.name, entry_point.dist.name, entry_point.dist.version)
 
 
+def _skip_reason(entry_point: importlib.metadata.EntryPoint, wanted: bool) -> str:
+    """Why an installed plugin was not loaded, naming the variable to change."""
+    info = _info(entry_point)
+    variable = (
+        f"PEFTPLUG_DISABLE_PLUGINS={os.environ.get('PEFTPLUG_DISABLE_PLUGINS')!r} names it"
+        if wanted
+        else f"PEFTPLUG_LOAD_PLUGINS={os.environ.get('PEFTPLUG_LOAD_PLUGINS')!r} leaves it out"
+    )
+    return (
+        f"method {entry_point.name!r} is installed ({info.distribution} {info.version}) but "
+        f"skipped: {variable}; change that variable to use it"
+    )
+
+
 def _conflict(subject: str, claimants: Sequence[PluginInfo], skip: Sequence[str]) -> str:
     """Why no claimant of a shared name is loaded, and the two ways out."""
     named = " and ".join(f"plugin {c.name!r} ({c.distribution} {c.version})" for c in claimants)
@@ -86,6 +100,7 @@ class PluginHost:
         self.methods: dict[str, MethodSpec] = {}
         self.plugins: dict[str, PluginInfo] = {}
         self.contested: dict[str, list[PluginInfo]] = {}  # method name -> plugins refused for it
+        self.skipped: dict[str, str] = {}  # entry-point name -> why the environment skipped it
         self.strict = os.environ.get("PEFTPLUG_STRICT_PLUGINS", "") not in ("", "0")
         self.add_plugin(builtin_weights, BUILTIN_PLUGIN, "peftplug", _version("peftplug"))
         if discover:
@@ -100,13 +115,9 @@ class PluginHost:
         """The registered method called ``name``, or an error listing the installed ones."""
         if name in self.methods:
             return self.methods[name]
-        if name in self.contested:
-            raise PluginNotFoundError(self._contest(name))
-        failed = self.plugins.get(name)
-        if failed is not None and failed.error:
-            raise PluginNotFoundError(
-                f"method {name!r} is not available: plugin {name!r} failed to load: {failed.error}"
-            )
+        reason = self.unavailable_reason(name)
+        if reason is not None:
+            raise PluginNotFoundError(reason)
         installed = ", ".join(sorted(self.methods)) or "none"
         broken = [p.name for p in self.plugins.values() if p.error]
         hint = f"; plugins that failed to load: {', '.join(broken)}" if broken else ""
@@ -114,6 +125,19 @@ class PluginHost:
             f"unknown plugin {name!r}{did_you_mean(name, self.methods)}; installed: {installed} "
             f"(pip install peftplug-<name> to add one){hint}"
         )
+
+    def unavailable_reason(self, name: str) -> str | None:
+        """Why the installed method ``name`` is not usable (skipped, contested, failed), if so."""
+        if name in self.contested:
+            return self._contest(name)
+        if name in self.skipped:
+            return self.skipped[name]
+        failed = self.plugins.get(name)
+        if failed is not None and failed.error:
+            return (
+                f"method {name!r} is not available: plugin {name!r} failed to load: {failed.error}"
+            )
+        return None
 
     def add_plugin(self, plugin: object, name: str, distribution: str, version: str) -> None:
         """Register one plugin object and its methods, isolating any failure."""
@@ -187,6 +211,8 @@ class PluginHost:
             wanted = allowed is None or _named(entry_point, allowed)
             if wanted and not _named(entry_point, denied):
                 claims.setdefault(entry_point.name, []).append(entry_point)
+            else:
+                self.skipped[entry_point.name] = _skip_reason(entry_point, wanted)
         for name, entry_points in claims.items():
             if len(entry_points) == 1:
                 self._load(entry_points[0])

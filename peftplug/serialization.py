@@ -340,12 +340,17 @@ def load_adapter(
 
 
 def _require_installed(record: Mapping[str, Any]) -> None:
-    if record["method"] not in get_host().methods:
-        distribution = record.get("distribution") or f"peftplug-{record['method']}"
-        raise AdapterLoadError(
-            f"this adapter needs method {record['method']!r} from {distribution} "
-            f"{record.get('version', '')}, which is not installed: pip install {distribution}"
-        )
+    host = get_host()
+    if record["method"] in host.methods:
+        return
+    reason = host.unavailable_reason(record["method"])
+    if reason is not None:
+        raise AdapterLoadError(f"this adapter needs method {record['method']!r}: {reason}")
+    distribution = record.get("distribution") or f"peftplug-{record['method']}"
+    raise AdapterLoadError(
+        f"this adapter needs method {record['method']!r} from {distribution} "
+        f"{record.get('version', '')}, which is not installed: pip install {distribution}"
+    )
 
 
 def _check_fits(

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from peftplug.apply import apply, resolve
+from peftplug.apply import apply, options_per_method, resolve
 from peftplug.checkpoint_manifest import verify_manifest, write_manifest
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.optim import build_param_groups
@@ -51,7 +51,9 @@ class PeftArguments(TrainingArguments):
                     f"--peft_config is not valid JSON ({error}); "
                     'write it like \'{"lora": {"r": 8}}\''
                 ) from None
-        self.peft_config = dict(self.peft_config or {})
+        self.peft_config = options_per_method(self.peft_config)
+        if isinstance(self.peft_plugins, str):
+            self.peft_plugins = [self.peft_plugins]
         if self.peft_plugins:
             resolve(self.peft_plugins, self.peft_config)  # fail now, not at the first step
 
@@ -191,7 +193,9 @@ class PeftOptimizerFactory:
 
     def __call__(self, model: nn.Module, *, session: TrainerSession) -> torch.optim.Optimizer:
         if session.args is None:
-            raise PeftplugError("peftplug's optimizer factory needs the callback from trainer_kwargs()")
+            raise PeftplugError(
+                "peftplug's optimizer factory needs the callback from trainer_kwargs()"
+            )
         session.ensure_applied(model)
         optimizer_class, options = Trainer.get_optimizer_cls_and_kwargs(session.args, model)
         if not isinstance(optimizer_class, type) or "params" in options or "model" in options:

@@ -14,6 +14,7 @@ from torch import nn
 import peftplug
 from peftplug.plugins import get_host, reset_host
 from peftplug.state import peft_state
+from peftplug.testing.model_snapshot import assert_model_unchanged, model_snapshot
 from peftplug.testing.tiny_models import (
     causal_lm_batch,
     classification_batch,
@@ -55,31 +56,6 @@ def train(model: nn.Module, batch: dict[str, torch.Tensor], steps: int = 2) -> N
         optimizer.zero_grad()
         model(**batch).loss.backward()
         optimizer.step()
-
-
-def snapshot(model: nn.Module) -> dict[str, Any]:
-    """Everything a failed apply must leave alone."""
-    state = peft_state(model)
-    return {
-        "tensors": {k: v.clone() for k, v in model.state_dict().items()},
-        "types": {n: type(m) for n, m in model.named_modules()},
-        "flags": {n: p.requires_grad for n, p in model.named_parameters()},
-        "hooks": {
-            n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()
-        },
-        "state": None
-        if state is None
-        else ([m.record() for m in state.methods], state.active_adapter),
-        "record": getattr(model.config, "peftplug", None),
-    }
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, Any]) -> None:
-    after = snapshot(model)
-    assert after["tensors"].keys() == before["tensors"].keys()
-    assert all(torch.equal(after["tensors"][k], v) for k, v in before["tensors"].items())
-    for key in ("types", "flags", "hooks", "state", "record"):
-        assert after[key] == before[key], key
 
 
 @pytest.mark.parametrize("method", sorted(BUILT_INS))
@@ -124,10 +100,10 @@ def test_a_failed_second_apply_leaves_the_model_and_the_first_adapter_bit_identi
     model, batch = model_and_batch("classifier")
     peftplug.apply(model, ["lora"], {"lora": {"r": 2}})
     train(model, batch)
-    before, outputs = snapshot(model), logits(model, batch)
+    before, outputs = model_snapshot(model), logits(model, batch)
     with pytest.raises(peftplug.PeftplugError):
         peftplug.apply(model, methods, config, adapter_name="second")
-    assert_unchanged(model, before)
+    assert_model_unchanged(model, before)
     torch.testing.assert_close(logits(model, batch), outputs, rtol=0, atol=0)
 
 
@@ -167,10 +143,10 @@ def test_a_prepare_hook_that_raises_midway_changes_nothing(
     if first:
         peftplug.apply(model, [first], {first: {"r": 2}})
         train(model, batch)
-    before, outputs = snapshot(model), logits(model, batch)
+    before, outputs = model_snapshot(model), logits(model, batch)
     with pytest.raises(RuntimeError, match="half-way"):
         peftplug.apply(model, [midway_method], adapter_name="second")
-    assert_unchanged(model, before)
+    assert_model_unchanged(model, before)
     torch.testing.assert_close(logits(model, batch), outputs, rtol=0, atol=0)
 
 
@@ -182,24 +158,24 @@ def test_a_failed_load_into_a_model_with_an_adapter_leaves_it_bit_identical(tmp_
     )
     peftplug.save_adapter(other, tmp_path / "adapter", adapter_name="second")
     (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"damaged")
-    before = snapshot(model)
+    before = model_snapshot(model)
     with pytest.raises(peftplug.AdapterLoadError):
         peftplug.load_adapter(model, tmp_path / "adapter")
-    assert_unchanged(model, before)
+    assert_model_unchanged(model, before)
 
 
 def test_a_replace_hook_returning_a_plain_module_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = tiny_bert_classifier()
-    before = snapshot(model)
+    before = model_snapshot(model)
     monkeypatch.setattr(
         get_host().hook, "peftplug_replace_module", lambda **kwargs: nn.Sequential()
     )
     with pytest.raises(peftplug.PluginError, match="must return an AdapterLayer"):
         peftplug.apply(model, ["lora"])
     monkeypatch.undo()
-    assert_unchanged(model, before)
+    assert_model_unchanged(model, before)
 
 
 @pytest.mark.parametrize("name", ["", "a.b", 3])

@@ -22,9 +22,17 @@ def rows() -> list[dict[str, torch.Tensor]]:
 
 def trainer(output_dir: Path, max_steps: int) -> Trainer:
     args = peftplug.PeftArguments(
-        output_dir=str(output_dir), peft_plugins=["lora"], peft_config={"lora": {"r": 2}},
-        per_device_train_batch_size=4, learning_rate=1e-2, max_steps=max_steps, save_steps=2,
-        report_to=[], use_cpu=True, disable_tqdm=True, seed=0,
+        output_dir=str(output_dir),
+        peft_plugins=["lora"],
+        peft_config={"lora": {"r": 2}},
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        max_steps=max_steps,
+        save_steps=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
     )
     return Trainer(
         model=tiny_bert_classifier(), args=args, train_dataset=rows(), **peftplug.trainer_kwargs()
@@ -51,7 +59,9 @@ def drop_a_tensor(weights: Path) -> None:
 
 
 DAMAGES: dict[str, Callable[[Path], None]] = {
-    "flipped byte": flip_last_byte, "nan": write_nan, "missing tensor": drop_a_tensor,
+    "flipped byte": flip_last_byte,
+    "nan": write_nan,
+    "missing tensor": drop_a_tensor,
 }
 
 

@@ -16,8 +16,13 @@ from peftplug.testing.tiny_models import classification_batch, tiny_bert_classif
 
 def _args(tmp_path: Path, cls: type = peftplug.PeftArguments, **overrides) -> TrainingArguments:
     options = dict(
-        output_dir=str(tmp_path), peft_plugins=["lora"], max_steps=2, report_to=[],
-        use_cpu=True, disable_tqdm=True, per_device_train_batch_size=4,
+        output_dir=str(tmp_path),
+        peft_plugins=["lora"],
+        max_steps=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        per_device_train_batch_size=4,
     )
     return cls(**{**options, **overrides})
 
