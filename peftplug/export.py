@@ -71,6 +71,13 @@ def export_peft(
         raise ConfigError(
             f"the export leaves PEFT's {missing[0]!r} unfilled: a bug in the method's export"
         )
+    misshapen = sorted(k for k, t in tensors.items() if t.shape != live[k].shape)
+    if misshapen:
+        key = misshapen[0]
+        raise ConfigError(
+            f"the export's {key!r} has shape {list(tensors[key].shape)} but PEFT's model, built "
+            f"from the base's config, has {list(live[key].shape)}: a bug in the method's export"
+        )
     with torch.no_grad():
         for key, tensor in tensors.items():
             live[key].copy_(tensor)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 from peft import PrefixTuningConfig, get_peft_model
 from peftplug_prefix import PrefixEncoder, PrefixKeyValues, fold, prefix_store
+from peftplug_prefix.peft_equivalent import peft_prefix_table
+from peftplug_prefix.testing import show_peft_the_cache_parameter
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
@@ -108,24 +109,6 @@ def test_the_prefix_starts_as_if_the_model_had_read_real_tokens(
     torch.testing.assert_close(prefixed, expected, rtol=1e-3, atol=5e-4)  # fp32 least squares
 
 
-def _show_peft_the_cache_parameter(backbone: nn.Module) -> None:
-    """Let HF PEFT (0.21.2) find the KV-cache parameter of a classifier's backbone.
-
-    PEFT prefix-tunes a classifier only if ``inspect.signature(backbone.forward)`` has a
-    parameter named ``past_key_values``; transformers 5.24 renamed it ``cache`` (the old keyword
-    is still accepted, but no longer in the signature). Give the forward the old name, passed on
-    as ``cache``, so PEFT's own code (its cache, pooler and head) runs unchanged.
-    """
-    forward = backbone.forward
-    if "past_key_values" in inspect.signature(forward).parameters:  # transformers < 5.24
-        return
-
-    def forward_with_the_old_name(*args, past_key_values=None, **kwargs):
-        return forward(*args, cache=past_key_values, **kwargs)
-
-    backbone.forward = forward_with_the_old_name
-
-
 @pytest.mark.parametrize(("name", "task"), [("llama", "CAUSAL_LM"), ("bert", "SEQ_CLS")])
 def test_the_same_prefix_in_hf_peft_gives_the_same_logits(name: str, task: str) -> None:
     """HF PEFT puts the prefix into the KV cache, which shifts positions by P: so do we here."""
@@ -133,9 +116,8 @@ def test_the_same_prefix_in_hf_peft_gives_the_same_logits(name: str, task: str) 
     prefix = prefix_store(ours).prefixes["default"]
     peft = get_peft_model(MODELS[name](), PrefixTuningConfig(task_type=task, num_virtual_tokens=TOKENS))
     if task == "SEQ_CLS":
-        _show_peft_the_cache_parameter(peft.base_model.get_submodule(peft.transformer_backbone_name))
-    # PEFT's table row p holds every layer's (key, value) for position p, as [layer, 2, head, dim]
-    table = torch.stack([prefix.key, prefix.value], 1).permute(3, 0, 1, 2, 4).reshape(TOKENS, -1)
+        show_peft_the_cache_parameter(peft.base_model.get_submodule(peft.transformer_backbone_name))
+    table = peft_prefix_table(prefix.key, prefix.value)
     with torch.no_grad():
         peft.prompt_encoder["default"].embedding.weight.copy_(table)
         if name == "bert":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from peftplug_prompt.virtual_tokens import VirtualTokenMethod, base_input_embedding
 from torch import nn
 
-from peftplug import MethodSpec
+from peftplug import MethodSpec, PeftEquivalent
 from peftplug_prefix.attention import (
     attach_slots,
     detach_slots,
@@ -21,6 +21,7 @@ from peftplug_prefix.attention import (
 from peftplug_prefix.config import PrefixConfig
 from peftplug_prefix.init import initial_prefix
 from peftplug_prefix.layer import PrefixEncoder, PrefixKeyValues, PrefixStore
+from peftplug_prefix.peft_equivalent import peft_prefix_tuning
 
 STORE_ATTRIBUTE = "peftplug_prefix"
 PREVIOUS_ATTRIBUTE = "_peftplug_prefix_previous_attention"
@@ -68,6 +69,12 @@ class PrefixTuning(VirtualTokenMethod):
         else:
             prefix = PrefixKeyValues(start.keys, start.values)
         return prefix.to(start.keys.device)
+
+    def peft_equivalent(
+        self, model: nn.Module, config: PrefixConfig, adapter_name: str
+    ) -> PeftEquivalent | None:
+        """HF PEFT's prefix tuning holding this adapter's prefixes (``peft_prefix_tuning``)."""
+        return peft_prefix_tuning(self.store(model).adapter_modules[adapter_name], config)
 
 
 PREFIX_TUNING = PrefixTuning()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from peftplug_prompt import PromptEmbedding, PromptTuning, SoftPrompt
 from peftplug_prompt.virtual_tokens import base_input_embedding, initial_virtual_tokens
 from torch import nn
@@ -29,8 +30,23 @@ class PTuning(PromptTuning):
     def peft_equivalent(
         self, model: nn.Module, config: PTuningConfig, adapter_name: str
     ) -> PeftEquivalent | None:
-        """Not written yet: PEFT saves a P-tuning adapter as its encoder's output."""
-        return None
+        """PEFT's P-tuning as PEFT saves it: the virtual tokens the encoder gives, folded or not.
+
+        PEFT saves a P-tuning adapter as its encoder's output (``prompt_embeddings``), which it
+        reads as the tokens in inference mode; our encoder (``embedding + encoder(embedding)``)
+        has no place in PEFT's (``encoder(embedding)``), so the export builds PEFT's model in
+        inference mode, its embedding holding the tokens.
+        """
+        with torch.no_grad():
+            tokens = self.store(model).adapter_modules[adapter_name]()
+        fields = {
+            "peft_type": "P_TUNING",
+            "num_virtual_tokens": config.num_virtual_tokens,
+            "encoder_reparameterization_type": config.encoder.upper(),
+            "encoder_hidden_size": config.encoder_hidden_size,
+            "inference_mode": True,
+        }
+        return PeftEquivalent(fields, {"prompt_encoder.default.embedding.weight": tokens})
 
     def no_decay_parameters(self, store: PromptEmbedding, adapter_name: str) -> list[nn.Parameter]:
         # the learned input embeddings are soft tokens; the encoder's layers decay as usual
