@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from peftplug.base_fingerprint import fingerprint
 from peftplug.config import MethodConfig
 from peftplug.contracts import MethodSpec
 from peftplug.errors import ConfigError, NotMergeableError, PeftplugError, PluginError, TargetError
@@ -98,6 +99,7 @@ def apply(
             state = PeftState(
                 original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
                 active_adapter=adapter_name,
+                base_fingerprint=fingerprint(model),
             )
             model.requires_grad_(False)
             setattr(model, STATE_ATTRIBUTE, state)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from peftplug.apply import CONFIG_RECORD, apply, require_state
+from peftplug.base_fingerprint import adapter_fingerprint, check_same_base
 from peftplug.atomic import commit_with_record, directory_lock, finish_commit
 from peftplug.checkpoint_manifest import verify_manifest
 from peftplug.errors import AdapterLoadError, AdapterSaveError, PeftplugError
@@ -34,7 +35,11 @@ def method_tensors(
     model: nn.Module, state: PeftState, adapter_name: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Every live tensor the applied methods own, by ``model.state_dict()`` name."""
-    return {k: t for applied in _selected(state, adapter_name) for k, t in _tensors_of(model, applied).items()}
+    return {
+        k: t
+        for applied in _selected(state, adapter_name)
+        for k, t in _tensors_of(model, applied).items()
+    }
 
 
 def _selected(state: PeftState, adapter_name: str | None) -> list[AppliedMethod]:
@@ -86,7 +91,11 @@ def save_adapter(
             if key in tensors:
                 continue  # a module shared by several adapters, e.g. a task head
             tensors[key] = tensor.detach().to("cpu", copy=True).contiguous()
-            manifest[key] = {"shape": list(tensor.shape), "dtype": _dtype_name(tensor), "method": index}
+            manifest[key] = {
+                "shape": list(tensor.shape),
+                "dtype": _dtype_name(tensor),
+                "method": index,
+            }
     if not allow_non_finite:
         _refuse_non_finite(tensors, AdapterSaveError, "save it anyway with allow_non_finite=True")
     weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
@@ -94,7 +103,10 @@ def save_adapter(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "peftplug_version": importlib.metadata.version("peftplug"),
-        "base_model": base_model_record(model),
+        "base_model": {
+            **base_model_record(model),
+            "fingerprint": adapter_fingerprint(model, state, methods, tensors),
+        },
         "active_adapter": state.active_adapter,
         "methods": [applied.record() for applied in methods],
         "tensors": manifest,
@@ -280,7 +292,11 @@ def _check_manifest(
 ) -> None:
     for key, entry in manifest.items():
         tensor = tensors.get(key)
-        if tensor is None or list(tensor.shape) != entry["shape"] or _dtype_name(tensor) != entry["dtype"]:
+        if (
+            tensor is None
+            or list(tensor.shape) != entry["shape"]
+            or _dtype_name(tensor) != entry["dtype"]
+        ):
             raise AdapterLoadError(
                 f"{directory}: tensor {key!r} does not match the manifest in {ADAPTER_CONFIG}; "
                 "the adapter files are inconsistent: save the adapter again"
@@ -291,14 +307,20 @@ def _check_manifest(
 
 
 def load_adapter(
-    model: nn.Module, directory: str | Path, *, allow_non_finite: bool = False
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    allow_non_finite: bool = False,
+    allow_base_mismatch: bool = False,
 ) -> nn.Module:
     """Apply the saved methods to ``model`` and load their tensors strictly.
 
     Reads a ``save_adapter`` directory or a Trainer checkpoint directory. A tensor holding NaN
-    or Inf is refused unless ``allow_non_finite``. On any error the model is left exactly as it
-    was.
+    or Inf is refused unless ``allow_non_finite``; a base whose weights differ from the one the
+    adapter was trained on (its recorded fingerprint) unless ``allow_base_mismatch``. On any
+    error the model is left exactly as it was.
     """
+    _refuse_meta_weights(model)
     description, tensors = read_adapter(directory)
     if not allow_non_finite:
         _refuse_non_finite(tensors, AdapterLoadError, "load it anyway with allow_non_finite=True")
@@ -323,12 +345,18 @@ def load_adapter(
                     adapter_name=adapter_name,
                 )
             state = require_state(model)
-            expected = {k: t for name in by_adapter for k, t in method_tensors(model, state, name).items()}
+            expected = {
+                k: t for name in by_adapter for k, t in method_tensors(model, state, name).items()
+            }
             _check_fits(expected, tensors, description.get("base_model", {}), model)
+            if not allow_base_mismatch:  # after the shapes: another architecture says so first
+                check_same_base(description.get("base_model", {}), model)
     except AdapterLoadError:
         raise
     except Exception as error:
-        reason = str(error) if isinstance(error, PeftplugError) else f"{type(error).__name__}: {error}"
+        reason = (
+            str(error) if isinstance(error, PeftplugError) else f"{type(error).__name__}: {error}"
+        )
         raise AdapterLoadError(
             f"adapter in {directory} does not fit this model: {reason}"
             f"{_made_for(description.get('base_model', {}), model)}"
@@ -337,6 +365,20 @@ def load_adapter(
         for key, tensor in expected.items():
             tensor.copy_(tensors[key])
     return model
+
+
+def _refuse_meta_weights(model: nn.Module) -> None:
+    """A model built without weights would take the adapter's shapes and drop its values."""
+    meta = next(
+        (n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None
+    )
+    if meta is not None:
+        raise AdapterLoadError(
+            f"the model's weights are on the meta device ({meta} and maybe more): it was built "
+            "without loading them (init_empty_weights, device_map='meta' or disk offload), so "
+            "the adapter's values would be dropped; load the base weights first (from_pretrained "
+            "onto cpu or a GPU), then load the adapter"
+        )
 
 
 def _require_installed(record: Mapping[str, Any]) -> None:
@@ -363,9 +405,14 @@ def _check_fits(
     unexpected = sorted(set(tensors) - set(expected))
     problems = []
     if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        problems.append(
+            f"missing tensors: {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")
+        )
     if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else ""))
+        problems.append(
+            f"unexpected tensors: {', '.join(unexpected[:5])}"
+            + (" ..." if len(unexpected) > 5 else "")
+        )
     for key in sorted(set(expected) & set(tensors)):
         if expected[key].shape != tensors[key].shape:
             problems.append(
@@ -376,7 +423,9 @@ def _check_fits(
         if not (expected[key].is_floating_point() and tensors[key].is_floating_point()) and (
             expected[key].dtype != tensors[key].dtype
         ):
-            problems.append(f"{key} is {tensors[key].dtype} in the adapter but {expected[key].dtype} here")
+            problems.append(
+                f"{key} is {tensors[key].dtype} in the adapter but {expected[key].dtype} here"
+            )
             break
     if problems:
         raise AdapterLoadError(

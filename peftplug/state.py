@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from torch import nn
 
@@ -45,6 +46,7 @@ class PeftState:
     active_adapter: str
     methods: list[AppliedMethod] = dataclasses.field(default_factory=list)
     original_keys_to_ignore_on_save: object = None
+    base_fingerprint: dict[str, dict[str, Any]] | None = None  # the base as first applied to
 
     @property
     def adapter_names(self) -> list[str]:
