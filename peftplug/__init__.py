@@ -24,6 +24,7 @@ from peftplug.errors import (
 )
 from peftplug.export import export_peft
 from peftplug.hookspecs import hookimpl
+from peftplug.import_peft import import_peft
 from peftplug.layers import AdapterLayer, get_base_weight, set_base_weight
 from peftplug.optim import build_param_groups
 from peftplug.report import TrainableReport, trainable_parameters
@@ -59,6 +60,7 @@ __all__ = [
     "export_peft",
     "get_base_weight",
     "hookimpl",
+    "import_peft",
     "load_adapter",
     "merge",
     "save_adapter",

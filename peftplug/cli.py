@@ -56,7 +56,9 @@ def _info(arguments: argparse.Namespace) -> int:
 def _compare(arguments: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from peftplug.compare.model_dirs import check_model_dir
     from peftplug.compare.plan import plan_rows
+    from peftplug.compare.prepared_data import prepare_data
     from peftplug.compare.runner import run_compare
 
     if arguments.latency_repeats < 1:
@@ -64,7 +66,13 @@ def _compare(arguments: argparse.Namespace) -> int:
             f"--latency-repeats must be at least 1, got {arguments.latency_repeats}"
         )
     workload = compare_arguments.workload_from(arguments, arguments.latency_repeats)
+    if workload.model is not None:
+        check_model_dir(workload.model)
+    for note in prepare_data(workload).notes:  # bad data fails here, not in every row
+        print(f"data: {note}", flush=True)
     out = Path(arguments.out)
+    if out.exists() and not out.is_dir():
+        raise PeftplugError(f"--out {out} is a file: name a directory for the reports")
     rows = plan_rows(
         workload,
         out,
@@ -122,6 +130,16 @@ def _export(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _import(arguments: argparse.Namespace) -> int:
+    from peftplug.compare.peft_import import import_to_directory
+
+    method, out = import_to_directory(
+        arguments.peft_adapter, arguments.out, arguments.model, arguments.overwrite
+    )
+    print(f"imported as {method}: {out}")
+    return 0
+
+
 def _add_base_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "adapter", help="an adapter directory (peftplug.save_adapter, peftplug train)"
@@ -171,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace the adapter in a non-empty --out (peftplug and peft formats)",
     )
     export.set_defaults(run=_export)
+    imports = commands.add_parser(
+        "import", help="turn an HF PEFT adapter into a peftplug adapter (LoRA, prompt tuning ...)"
+    )
+    imports.add_argument("peft_adapter", help="a directory written by PeftModel.save_pretrained")
+    imports.add_argument("--out", required=True, help="a new (or empty) directory to write")
+    imports.add_argument(
+        "--model", help="the base model directory (default: PEFT's base_model_name_or_path)"
+    )
+    imports.add_argument(
+        "--overwrite", action="store_true", help="replace the adapter in a non-empty --out"
+    )
+    imports.set_defaults(run=_import)
     return parser
 
 

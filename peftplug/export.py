@@ -20,7 +20,6 @@ from peftplug.atomic import atomic_write_files
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
 from peftplug.saved_modules import SavedModuleLayer, saved_module_layers
-from peftplug.serialization import method_tensors
 from peftplug.targets import task_head_names
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -101,13 +100,13 @@ def _plain_copy(model: nn.Module) -> nn.Module:
         )
     if hasattr(config, CONFIG_RECORD):
         delattr(config, CONFIG_RECORD)
-    own = {id(t) for t in method_tensors(model, require_state(model)).values()}
-    weights = {
-        name.replace(".base_layer", ""): tensor.detach()
-        for name, tensor in model.state_dict(keep_vars=True).items()
-        if id(tensor) not in own
-    }
     plain = type(model)(config)
+    base_names = set(plain.state_dict())
+    weights = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        base_name = name.replace(".base_layer", "")
+        if base_name in base_names:  # a base weight (a bias LoRA trains included), not an adapter's
+            weights[base_name] = tensor.detach()
     plain.load_state_dict(weights, strict=True)
     return plain.to(next(model.parameters()).dtype).eval()
 

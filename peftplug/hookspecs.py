@@ -8,7 +8,7 @@ arguments; none is renamed or removed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -90,6 +90,18 @@ def peftplug_peft_equivalent(
     ``peftplug.export_peft`` builds the PEFT model from it and lets PEFT write its own files,
     so the export is exactly what PEFT saves. Methods without a PEFT equivalent return ``None``
     and are refused with a clear error.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_options_from_peft(peft_config: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The method and options that import this HF PEFT adapter config, or ``None`` if not yours.
+
+    ``peft_config`` is PEFT's ``adapter_config.json`` (recognise it by ``peft_type``), its
+    ``modules_to_save`` given as the model's paths PEFT wrapped (``[]`` for none). Raise
+    ``ConfigError`` naming the field for a PEFT feature the method does not have.
+    ``peftplug.import_peft`` applies the method and fills the tensors its
+    ``peftplug_peft_equivalent`` names from PEFT's file.
     """
 
 

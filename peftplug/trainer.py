@@ -13,7 +13,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peftplug.apply import apply, options_per_method, resolve
-from peftplug.checkpoint_manifest import verify_manifest, write_manifest
+from peftplug.checkpoint_manifest import set_aside_interrupted, verify_manifest, write_manifest
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.optim import build_param_groups
 from peftplug.plugins import get_host
@@ -128,6 +128,8 @@ class PeftCallback(TrainerCallback):
 
     def on_init_end(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
         self.session.args = args
+        if args.should_save:  # one process renames; the Trainer picks checkpoints in train()
+            set_aside_interrupted(Path(args.output_dir))
         if isinstance(args, PeftArguments):
             args._callback_attached = True
         if model is not None:

@@ -375,7 +375,7 @@ def test_comparison_defaults_are_checked_when_a_plugin_declares_them() -> None:
 def test_user_data_needs_its_columns(tmp_path: Path) -> None:
     good = tmp_path / "data.jsonl"
     good.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n')
-    records, names = read_labelled(good)
+    records, names, _ = read_labelled(good)
     assert names == ("0", "1") and [r.label for r in records] == [1, 0]
     bad = tmp_path / "bad.csv"
     bad.write_text("sentence,label\nhello,1\n")

@@ -50,12 +50,12 @@ def merge_to_directory(
 def copy_adapter(adapter: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Verify the adapter (checksum, manifest) and commit its two files to ``out`` as one unit."""
     source, out = Path(adapter), refuse_non_empty(Path(out), overwrite)
+    config, _ = read_adapter(adapter)  # says what a directory without an adapter lacks
     if not (source / ADAPTER_CONFIG).is_file():
         raise ConfigError(
             f"{adapter} is a Trainer checkpoint; load it and save it with peftplug.save_adapter "
             "first, or export it with --format merged"
         )
-    config, _ = read_adapter(adapter)
     write_adapter(out, (source / ADAPTER_WEIGHTS).read_bytes(), config)
     return out
 

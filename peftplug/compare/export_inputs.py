@@ -7,6 +7,7 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
+from peftplug.compare.model_dirs import load_from_directory
 from peftplug.errors import ConfigError
 from peftplug.serialization import read_adapter
 from peftplug.targets import TASK_HEAD_ATTRIBUTES
@@ -30,22 +31,32 @@ def base_model_for(
     adapter holds a task head (whose rows give the number of labels), else causal-lm.
     """
     description, tensors = read_adapter(adapter)
-    path = model or description.get("base_model", {}).get("name_or_path")
-    if not path or not (Path(path) / "config.json").is_file():
-        raise ConfigError(
-            f"the base model {path!r} recorded in {adapter} is not a local model directory: "
-            "pass --model DIR"
-        )
     labels = _head_rows(tensors)
     task = task or ("classification" if labels is not None else "causal-lm")
-    if task == "classification":
-        if labels is None:
-            raise ConfigError(
-                f"{adapter} holds no task head, so the number of labels is unknown: a classifier "
-                "adapter must save its head (e.g. lora's modules_to_save='auto')"
-            )
-        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=labels), path
-    return AutoModelForCausalLM.from_pretrained(path), path
+    if task == "classification" and labels is None:
+        raise ConfigError(
+            f"{adapter} holds no task head, so the number of labels is unknown: a classifier "
+            "adapter must save its head (e.g. lora's modules_to_save='auto')"
+        )
+    recorded = description.get("base_model", {}).get("name_or_path")
+    return load_base_model(model, recorded, adapter, labels if task == "classification" else None)
+
+
+def load_base_model(
+    model: str | None, recorded: str | None, source: str | Path, labels: int | None
+) -> tuple[PreTrainedModel, str]:
+    """The base model in directory ``model``, else the one ``recorded`` in ``source``, and its
+    directory: a classifier with ``labels`` labels, or a causal LM when ``labels`` is None."""
+    path = model or recorded
+    if not model and (not path or not (Path(path) / "config.json").is_file()):
+        raise ConfigError(
+            f"the base model {path!r} recorded in {source} is not a local model directory: "
+            "pass --model DIR"
+        )
+    if labels is not None:
+        classifier = AutoModelForSequenceClassification.from_pretrained
+        return load_from_directory(classifier, path, "model", num_labels=labels), path
+    return load_from_directory(AutoModelForCausalLM.from_pretrained, path, "model"), path
 
 
 def refuse_non_empty(out: Path, overwrite: bool = False) -> Path:

