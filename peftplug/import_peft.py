@@ -25,7 +25,7 @@ from peftplug.export import PEFT_FILES
 from peftplug.plugins import get_host
 from peftplug.rollback import rollback_on_error
 from peftplug.saved_modules import saved_module_layers
-from peftplug.serialization import FORMAT, _refuse_meta_weights, _refuse_non_finite, method_tensors
+from peftplug.serialization import FORMAT, method_tensors, refuse_meta_weights, refuse_non_finite
 from peftplug.state import peft_state
 from peftplug.targets import walk
 
@@ -154,10 +154,10 @@ def import_peft(
     tensor holding NaN or Inf is refused unless ``allow_non_finite``. On any error the model is
     left exactly as it was. Returns ``model``.
     """
-    _refuse_meta_weights(model)
+    refuse_meta_weights(model)
     peft_config, saved = read_peft_adapter(directory)
     if not allow_non_finite:
-        _refuse_non_finite(saved, AdapterLoadError, "import it anyway with allow_non_finite=True")
+        refuse_non_finite(saved, AdapterLoadError, "import it anyway with allow_non_finite=True")
     existing = peft_state(model)
     if existing is not None and adapter_name in existing.adapter_names:
         raise AdapterLoadError(
@@ -199,6 +199,7 @@ def _targets(
             "equivalent, so PEFT's tensors have no place in it"
         )
     targets = {_saved_name(name): tensor for name, tensor in equivalent.tensors.items()}
+    # PEFT saves a head copy under the head's own path: base_model.model.classifier.weight
     for path, layer in saved_module_layers(model, adapter_name, method).items():
         for key, tensor in layer.modules_to_save[adapter_name].state_dict(keep_vars=True).items():
             names = [f"{prefix}{path}.{key}" for prefix in PEFT_BASE_PREFIXES]

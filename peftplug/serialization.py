@@ -97,7 +97,7 @@ def save_adapter(
                 "method": index,
             }
     if not allow_non_finite:
-        _refuse_non_finite(tensors, AdapterSaveError, "save it anyway with allow_non_finite=True")
+        refuse_non_finite(tensors, AdapterSaveError, "save it anyway with allow_non_finite=True")
     weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
     config = {
         "format": FORMAT,
@@ -249,7 +249,7 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _refuse_non_finite(
+def refuse_non_finite(
     tensors: Mapping[str, torch.Tensor], error: type[PeftplugError], fix: str
 ) -> None:
     """Raise ``error`` naming the first floating-point tensor that holds NaN or Inf."""
@@ -320,10 +320,10 @@ def load_adapter(
     adapter was trained on (its recorded fingerprint) unless ``allow_base_mismatch``. On any
     error the model is left exactly as it was.
     """
-    _refuse_meta_weights(model)
+    refuse_meta_weights(model)
     description, tensors = read_adapter(directory)
     if not allow_non_finite:
-        _refuse_non_finite(tensors, AdapterLoadError, "load it anyway with allow_non_finite=True")
+        refuse_non_finite(tensors, AdapterLoadError, "load it anyway with allow_non_finite=True")
     by_adapter: dict[str, list[dict[str, Any]]] = {}
     for record in description["methods"]:
         _require_installed(record)
@@ -367,7 +367,7 @@ def load_adapter(
     return model
 
 
-def _refuse_meta_weights(model: nn.Module) -> None:
+def refuse_meta_weights(model: nn.Module) -> None:
     """A model built without weights would take the adapter's shapes and drop its values."""
     meta = next(
         (n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta), None

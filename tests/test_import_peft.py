@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import peftplug_lora.plugin
 import pytest
 import safetensors.torch
 import torch
@@ -252,6 +253,40 @@ def test_bad_input_is_refused_clearly_and_leaves_the_model_unchanged(
     model = tiny_llama()
     before = model_snapshot(model)
     with pytest.raises(error, match=message):
+        peftplug.import_peft(model, lora_dir)
+    assert_model_unchanged(model, before)
+
+
+def drop_a_tensor(equivalent: peftplug.PeftEquivalent) -> peftplug.PeftEquivalent:
+    tensors = dict(equivalent.tensors)
+    del tensors[min(tensors)]
+    return peftplug.PeftEquivalent(equivalent.config, tensors)
+
+
+def copy_a_tensor(equivalent: peftplug.PeftEquivalent) -> peftplug.PeftEquivalent:
+    tensors = dict(equivalent.tensors)
+    first = min(tensors)
+    return peftplug.PeftEquivalent(equivalent.config, {**tensors, first: tensors[first].clone()})
+
+
+@pytest.mark.parametrize(
+    ("bug", "message"),
+    [
+        (drop_a_tensor, "leaves the adapter's .* out"),
+        (copy_a_tensor, "is not one of the adapter's live tensors"),
+    ],
+)
+def test_an_equivalent_that_misses_the_live_tensors_is_a_plugin_error(
+    bug: Callable[[peftplug.PeftEquivalent], peftplug.PeftEquivalent],
+    message: str,
+    lora_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    correct = peftplug_lora.plugin.peft_equivalent
+    monkeypatch.setattr(peftplug_lora.plugin, "peft_equivalent", lambda *a: bug(correct(*a)))
+    model = tiny_llama()
+    before = model_snapshot(model)
+    with pytest.raises(peftplug.PluginError, match=message):
         peftplug.import_peft(model, lora_dir)
     assert_model_unchanged(model, before)
 

@@ -1,11 +1,18 @@
-"""LoRA's HF PEFT equivalent: ``LoraConfig`` fields and the A, B (and DoRA magnitude) tensors."""
+"""LoRA's HF PEFT equivalent: ``LoraConfig`` fields and the A, B (and DoRA magnitude) tensors.
+
+Both ways: ``peft_equivalent`` for ``export_peft``, ``options_from_peft`` for ``import_peft``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from peftplug import PeftEquivalent
+from peftplug import ConfigError, PeftEquivalent
+from peftplug.import_peft import refuse_peft_fields
 from peftplug_lora.config import LoraConfig
 from peftplug_lora.dora import DoraVariant
 from peftplug_lora.layer import LoraLinear
@@ -57,3 +64,70 @@ def peft_equivalent(
         "target_modules": sorted(layers),
     }
     return PeftEquivalent(fields, tensors)
+
+
+# PEFT's LoraConfig fields that options_from_peft reads
+READ_FIELDS = {
+    "r",
+    "lora_alpha",
+    "lora_dropout",
+    "use_rslora",
+    "use_dora",
+    "bias",
+    "target_modules",
+    "exclude_modules",
+    "modules_to_save",
+    "init_lora_weights",
+}
+# fields without effect on a loaded adapter: metadata, initialisation (the file replaces it),
+# the layout PEFT picks per layer type, and settings of features refused when set
+IGNORED_FIELDS = {
+    "peft_type",
+    "peft_version",
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+    "auto_mapping",
+    "inference_mode",
+    "fan_in_fan_out",
+    "layers_pattern",
+    "loftq_config",
+    "eva_config",
+    "corda_config",
+    "lora_ga_config",
+    "qalora_group_size",
+    "megatron_core",
+}
+# initialisations that leave the base weights as they are (PiSSA, OLoRA, CorDA, LoftQ change them)
+BASE_KEEPING_INITS = (True, False, "gaussian", "eva", "orthogonal")
+
+
+def options_from_peft(peft_config: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """``lora`` and its options for PEFT's ``LoraConfig``, or ``None`` for another ``peft_type``.
+
+    A PEFT feature LoRA does not have (``rank_pattern``, ``layers_to_transform``, ...) is a
+    ``ConfigError`` naming the field.
+    """
+    if peft_config.get("peft_type") != "LORA":
+        return None
+    init = peft_config.get("init_lora_weights", True)
+    if init not in BASE_KEEPING_INITS:
+        raise ConfigError(
+            f"the HF PEFT adapter sets init_lora_weights={init!r}: its A and B belong to a base "
+            "whose weights that initialisation changed, so they cannot be imported over the "
+            "original base; convert it to plain LoRA with PEFT first (save_pretrained(..., "
+            "path_initial_model_for_weight_conversion=...))"
+        )
+    refuse_peft_fields(peft_config, READ_FIELDS | IGNORED_FIELDS, "lora")
+    options = {
+        "r": peft_config.get("r", 8),
+        "alpha": peft_config.get("lora_alpha", 8),
+        "dropout": peft_config.get("lora_dropout", 0.0),
+        "use_rslora": peft_config.get("use_rslora", False),
+        "use_dora": peft_config.get("use_dora", False),
+        "bias": peft_config.get("bias", "none"),
+        "target_modules": peft_config.get("target_modules"),
+        "exclude_modules": peft_config.get("exclude_modules"),
+        "modules_to_save": peft_config["modules_to_save"],
+    }
+    return "lora", options

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from peftplug.saved_modules import resolve_modules_to_save
 from peftplug.targets import LINEAR_TYPES
 from peftplug_lora.config import LoraConfig
 from peftplug_lora.layer import LoraLinear
-from peftplug_lora.peft_equivalent import peft_equivalent
+from peftplug_lora.peft_equivalent import options_from_peft, peft_equivalent
 
 
 @hookimpl
@@ -93,6 +94,13 @@ def peftplug_peft_equivalent(
     if not isinstance(config, LoraConfig):
         return None
     return peft_equivalent(model, config, adapter_name)
+
+
+@hookimpl
+def peftplug_options_from_peft(
+    peft_config: Mapping[str, Any],
+) -> tuple[str, dict[str, Any]] | None:
+    return options_from_peft(peft_config)
 
 
 @hookimpl

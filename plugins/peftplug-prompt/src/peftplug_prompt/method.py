@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
 from peftplug import MethodSpec, PeftEquivalent
@@ -13,7 +16,16 @@ from peftplug_prompt.virtual_tokens import (
     VirtualTokenMethod,
     base_input_embedding,
     initial_virtual_tokens,
+    prompt_learning_options,
 )
+
+# PEFT's PromptTuningConfig fields: how its tokens started, replaced by the saved ones
+PEFT_INIT_FIELDS = {
+    "prompt_tuning_init",
+    "prompt_tuning_init_text",
+    "tokenizer_name_or_path",
+    "tokenizer_kwargs",
+}
 
 
 class PromptTuning(VirtualTokenMethod):
@@ -52,6 +64,12 @@ class PromptTuning(VirtualTokenMethod):
         tokens = self.store(model).adapter_modules[adapter_name].embedding
         fields = {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": config.num_virtual_tokens}
         return PeftEquivalent(fields, {"prompt_encoder.default.embedding.weight": tokens})
+
+    def options_from_peft(self, peft_config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """PEFT's prompt tuning: the same tokens, however PEFT started them."""
+        if peft_config.get("peft_type") != "PROMPT_TUNING":
+            return None
+        return prompt_learning_options(peft_config, self.spec.name, PEFT_INIT_FIELDS)
 
 
 PROMPT_TUNING = PromptTuning()

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from peftplug_prompt import PromptEmbedding, PromptTuning, SoftPrompt
-from peftplug_prompt.virtual_tokens import base_input_embedding, initial_virtual_tokens
+from peftplug_prompt.virtual_tokens import (
+    base_input_embedding,
+    initial_virtual_tokens,
+    prompt_learning_options,
+)
 from torch import nn
 
 from peftplug import MethodSpec, PeftEquivalent
 from peftplug_ptuning.config import PTuningConfig
 from peftplug_ptuning.encoder import PromptEncoder
+
+# PEFT's PromptEncoderConfig fields: its encoder, which its file replaces by the tokens
+PEFT_ENCODER_FIELDS = {
+    "encoder_reparameterization_type",
+    "encoder_hidden_size",
+    "encoder_num_layers",
+    "encoder_dropout",
+}
 
 
 class PTuning(PromptTuning):
@@ -47,6 +62,23 @@ class PTuning(PromptTuning):
             "inference_mode": True,
         }
         return PeftEquivalent(fields, {"prompt_encoder.default.embedding.weight": tokens})
+
+    def options_from_peft(self, peft_config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """PEFT's P-tuning as PEFT saves it, its encoder's tokens: a folded adapter.
+
+        The encoder's type and width are kept as options (an export writes them back); no
+        encoder is built.
+        """
+        if peft_config.get("peft_type") != "P_TUNING":
+            return None
+        options = prompt_learning_options(peft_config, self.spec.name, PEFT_ENCODER_FIELDS)
+        encoder = peft_config.get("encoder_reparameterization_type", "MLP")
+        options.update(
+            folded=True, encoder=encoder.lower() if isinstance(encoder, str) else encoder
+        )
+        if peft_config.get("encoder_hidden_size") is not None:
+            options["encoder_hidden_size"] = peft_config["encoder_hidden_size"]
+        return options
 
     def no_decay_parameters(self, store: PromptEmbedding, adapter_name: str) -> list[nn.Parameter]:
         # the learned input embeddings are soft tokens; the encoder's layers decay as usual

@@ -9,7 +9,9 @@ A new method reuses, by module:
 - ``store``: ``VirtualTokenStore``, the ``AdapterLayer`` holding each adapter's module;
 - ``method``: ``VirtualTokenMethod``, adding and removing adapters and implementing the
   method-level hooks (the plugin module only binds them);
-- ``fold``: ``fold_encoders``, replacing trained encoders by their output.
+- ``fold``: ``fold_encoders``, replacing trained encoders by their output;
+- ``peft_import``: ``prompt_learning_options``, the options shared by HF PEFT's prompt-learning
+  configs, for a method's ``options_from_peft``.
 
 With ``train_head`` the method asks for the task head through ``peftplug_modules_to_save``: the
 core gives each adapter its own copy of it.
@@ -23,6 +25,7 @@ from peftplug_prompt.virtual_tokens.init import (
     text_token_ids,
 )
 from peftplug_prompt.virtual_tokens.method import VirtualTokenMethod
+from peftplug_prompt.virtual_tokens.peft_import import prompt_learning_options
 from peftplug_prompt.virtual_tokens.store import VirtualTokenStore
 
 __all__ = [
@@ -33,5 +36,6 @@ __all__ = [
     "base_input_embedding",
     "fold_encoders",
     "initial_virtual_tokens",
+    "prompt_learning_options",
     "text_token_ids",
 ]

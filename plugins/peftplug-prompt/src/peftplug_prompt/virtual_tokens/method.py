@@ -10,8 +10,8 @@ exposes the bound hookimpls: ``peftplug_prepare_model = METHOD.peftplug_prepare_
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -54,6 +54,13 @@ class VirtualTokenMethod(ABC):
         self, model: nn.Module, config: VirtualTokenConfig, adapter_name: str
     ) -> PeftEquivalent | None:
         """The adapter's HF PEFT equivalent (``peftplug.export_peft``); by default none."""
+        return None
+
+    def options_from_peft(self, peft_config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The options importing an HF PEFT config (``peftplug.import_peft``); by default none.
+
+        Return ``None`` for a config that is not this method's (see ``peft_import``).
+        """
         return None
 
     def no_decay_parameters(
@@ -125,6 +132,13 @@ class VirtualTokenMethod(ABC):
         if not isinstance(config, self.spec.config_class):
             return None
         return self.peft_equivalent(model, config, adapter_name)
+
+    @hookimpl
+    def peftplug_options_from_peft(
+        self, peft_config: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any]] | None:
+        options = self.options_from_peft(peft_config)
+        return None if options is None else (self.spec.name, options)
 
     @hookimpl
     def peftplug_param_groups(
