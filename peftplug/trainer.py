@@ -17,8 +17,10 @@ from peftplug.checkpoint_manifest import set_aside_interrupted, verify_manifest,
 from peftplug.errors import ConfigError, PeftplugError
 from peftplug.optim import build_param_groups
 from peftplug.plugins import get_host
+from peftplug.portable import portable_training_args
 from peftplug.serialization import method_tensors
 from peftplug.state import PeftState, peft_state
+from peftplug.trl_support import subclass_kwargs
 
 
 @dataclasses.dataclass
@@ -149,6 +151,7 @@ class PeftCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if checkpoint.is_dir():
+            portable_training_args(checkpoint, args)
             write_manifest(checkpoint)
         return self._relay("on_save", args, state, control, **kwargs)
 
@@ -208,13 +211,21 @@ class PeftOptimizerFactory:
         return optimizer_class(build_param_groups(model, session.args), **options)
 
 
-def trainer_kwargs() -> dict[str, Any]:
+def trainer_kwargs(
+    trainer_class: type[Trainer] | None = None,
+    *,
+    model: nn.Module | None = None,
+    args: TrainingArguments | None = None,
+) -> dict[str, Any]:
     """Keyword arguments for ``transformers.Trainer``: the callback and the optimizer factory.
 
-    Pass other callbacks alongside: ``callbacks=[*kw.pop("callbacks"), mine]``.
+    Pass other callbacks alongside: ``callbacks=[*kw.pop("callbacks"), mine]``. For a Trainer
+    subclass with its own ``__init__`` (TRL's), name it: ``trainer_kwargs(DPOTrainer,
+    model=model, args=args)`` gives only keywords it takes (see ``peftplug.trl_support``).
     """
-    session = TrainerSession()
-    return {
-        "callbacks": [PeftCallback(session)],
-        "optimizer_cls_and_kwargs": (PeftOptimizerFactory, {"session": session}),
-    }
+    session = TrainerSession(args=args)
+    optimizer = (PeftOptimizerFactory, {"session": session})
+    kwargs: dict[str, Any] = {"callbacks": [PeftCallback(session)]}
+    if trainer_class is None:
+        return kwargs | {"optimizer_cls_and_kwargs": optimizer}
+    return kwargs | subclass_kwargs(trainer_class, optimizer, model, args)
