@@ -94,10 +94,11 @@ def _compare(arguments: argparse.Namespace) -> int:
 
 
 def _train(arguments: argparse.Namespace) -> int:
+    from peftplug.compare.table import held_out_text
     from peftplug.compare.train import run_train
 
     figures = run_train(arguments)
-    metric = ", ".join(f"{name} {value:.4f}" for name, value in figures["metric"].items())
+    metric = held_out_text(figures["metric"])
     training = figures["training"]
     print(
         f"trained {figures['method']} ({figures['trainable']:,} trainable parameters) for "

@@ -19,6 +19,7 @@ from peftplug.apply import CONFIG_RECORD, require_state
 from peftplug.atomic import atomic_write_files
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
+from peftplug.portable import portable_base
 from peftplug.saved_modules import SavedModuleLayer, saved_module_layers
 from peftplug.targets import task_head_names
 
@@ -51,13 +52,14 @@ def export_peft(
             "format (peftplug.save_adapter) instead"
         )
     heads = saved_module_layers(model, name, applied.spec.name)
+    plain = _plain_copy(model)
     config = {
         **equivalent.config,
         "task_type": "SEQ_CLS" if task_head_names(model) else "CAUSAL_LM",
         "modules_to_save": sorted(heads) or None,
-        "base_model_name_or_path": getattr(getattr(model, "config", None), "name_or_path", None),
+        "base_model_name_or_path": plain.config.name_or_path or None,
     }
-    peft_model = peft.get_peft_model(_plain_copy(model), peft.get_peft_config(config))
+    peft_model = peft.get_peft_model(plain, peft.get_peft_config(config))
     live = dict(peft_model.named_parameters())
     tensors = {**equivalent.tensors, **_head_tensors(heads, name, live)}
     unknown = sorted(set(tensors) - set(live))
@@ -91,7 +93,7 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     """A new base model of the same class and config holding the base weights of ``model``.
 
     Built, not deep-copied: a copy would share the plugins' undo callables, which act on the
-    original model.
+    original model. Its ``name_or_path`` is portable (``portable_base``), as PEFT records it.
     """
     config = copy.deepcopy(getattr(model, "config", None))
     if config is None or not hasattr(type(model), "config_class"):
@@ -100,6 +102,7 @@ def _plain_copy(model: nn.Module) -> nn.Module:
         )
     if hasattr(config, CONFIG_RECORD):
         delattr(config, CONFIG_RECORD)
+    config.name_or_path = portable_base(config.name_or_path)[0] if config.name_or_path else ""
     plain = type(model)(config)
     base_names = set(plain.state_dict())
     weights = {}

@@ -15,6 +15,25 @@ def _batches(
     return [collate(list(dataset[i : i + batch_size])) for i in range(0, len(dataset), batch_size)]
 
 
+def classification_hits(
+    model: nn.Module,
+    dataset: Sequence[dict[str, Any]],
+    collate: Callable[[list], dict],
+    batch_size: int = 64,
+) -> list[bool]:
+    """Per example: whether its arg-max logit is its label."""
+    was_training = model.training
+    model.eval()
+    hits: list[bool] = []
+    with torch.no_grad():
+        for batch in _batches(dataset, collate, batch_size):
+            labels = batch.pop("labels")
+            predictions = model(**batch).logits.argmax(dim=-1)
+            hits += (predictions == labels).tolist()
+    model.train(was_training)
+    return hits
+
+
 def classification_accuracy(
     model: nn.Module,
     dataset: Sequence[dict[str, Any]],
@@ -22,16 +41,32 @@ def classification_accuracy(
     batch_size: int = 64,
 ) -> float:
     """Share of examples whose arg-max logit is the label."""
+    hits = classification_hits(model, dataset, collate, batch_size)
+    return sum(hits) / len(hits)
+
+
+def causal_lm_example_losses(
+    model: nn.Module,
+    dataset: Sequence[dict[str, Any]],
+    collate: Callable[[list], dict],
+    batch_size: int = 8,
+) -> list[tuple[float, int]]:
+    """Per example: the summed cross-entropy of its scored tokens, and how many there are."""
     was_training = model.training
     model.eval()
-    correct = 0
+    losses: list[tuple[float, int]] = []
     with torch.no_grad():
         for batch in _batches(dataset, collate, batch_size):
             labels = batch.pop("labels")
-            predictions = model(**batch).logits.argmax(dim=-1)
-            correct += int((predictions == labels).sum())
+            logits = model(**batch).logits[:, :-1].float()
+            targets = labels[:, 1:]
+            per_token = nn.functional.cross_entropy(
+                logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
+            )
+            scored = targets != -100
+            losses += zip(per_token.sum(dim=1).tolist(), scored.sum(dim=1).tolist(), strict=True)
     model.train(was_training)
-    return correct / len(dataset)
+    return losses
 
 
 def causal_lm_loss(
@@ -41,20 +76,5 @@ def causal_lm_loss(
     batch_size: int = 8,
 ) -> float:
     """Mean cross-entropy per scored token (labels of -100 are skipped)."""
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    with torch.no_grad():
-        for batch in _batches(dataset, collate, batch_size):
-            labels = batch.pop("labels")
-            logits = model(**batch).logits[:, :-1].float()
-            targets = labels[:, 1:]
-            total += float(
-                nn.functional.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                    ignore_index=-100, reduction="sum",
-                )
-            )
-            tokens += int((targets != -100).sum())
-    model.train(was_training)
-    return total / max(tokens, 1)
+    losses = causal_lm_example_losses(model, dataset, collate, batch_size)
+    return sum(loss for loss, _ in losses) / max(sum(tokens for _, tokens in losses), 1)

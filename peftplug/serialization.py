@@ -14,11 +14,14 @@ import torch
 from torch import nn
 
 from peftplug.apply import CONFIG_RECORD, apply, require_state
+from peftplug.atomic import atomic_write_files, commit_with_record, directory_lock, finish_commit
 from peftplug.base_fingerprint import adapter_fingerprint, check_same_base
-from peftplug.atomic import commit_with_record, directory_lock, finish_commit
 from peftplug.checkpoint_manifest import verify_manifest
 from peftplug.errors import AdapterLoadError, AdapterSaveError, PeftplugError
+from peftplug.hub import is_repo_id, snapshot
+from peftplug.model_card import CARD_NAME, is_model_card, model_card
 from peftplug.plugins import get_host
+from peftplug.portable import portable_base
 from peftplug.rollback import rollback_on_error
 from peftplug.saved_modules import saved_module_tensors
 from peftplug.state import AppliedMethod, PeftState, peft_state
@@ -77,10 +80,12 @@ def save_adapter(
     *,
     adapter_name: str | None = None,
     allow_non_finite: bool = False,
+    metrics: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the adapter (all adapters by default) to ``directory``; returns the directory.
 
-    A tensor holding NaN or Inf (a diverged run) is refused unless ``allow_non_finite``.
+    A tensor holding NaN or Inf (a diverged run) is refused unless ``allow_non_finite``. A
+    ``README.md`` model card goes beside it, with ``metrics`` (e.g. held-out accuracy) if given.
     """
     state = require_state(model)
     methods = _selected(state, adapter_name)
@@ -113,13 +118,24 @@ def save_adapter(
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     config["config_sha256"] = config_digest(config)
+    card = model_card(config, sum(t.numel() for t in tensors.values()), metrics)
     directory = Path(directory)
-    write_adapter(directory, weights, config)
+    write_adapter(directory, weights, config, {CARD_NAME: card.encode()})
     return directory
 
 
-def write_adapter(directory: Path, weights: bytes, config: dict[str, Any]) -> None:
-    """Commit both files as one unit (``commit_with_record``): the config names the weights."""
+def write_adapter(
+    directory: Path,
+    weights: bytes,
+    config: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None = None,
+) -> None:
+    """Commit both files as one unit (``commit_with_record``): the config names the weights.
+
+    ``extra_files`` (the model card) are then written atomically each, under the same lock,
+    but never over a file peftplug did not write (a user's own README); they are not part of
+    the commit.
+    """
     if directory.exists() and not directory.is_dir():
         raise AdapterSaveError(
             f"cannot save the adapter to {directory}: it is a file, and an adapter is a directory "
@@ -135,12 +151,22 @@ def write_adapter(directory: Path, weights: bytes, config: dict[str, Any]) -> No
                 (ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode()),
                 config["weights_sha256"],
             )
+            extra = {directory / name: data for name, data in (extra_files or {}).items()}
+            atomic_write_files({path: d for path, d in extra.items() if _ours_or_absent(path)})
     except OSError as error:
         raise AdapterSaveError(
             f"cannot save the adapter to {directory}: {error.strerror or error}; the directory "
             "keeps a complete adapter (the previous one, if it held one): free space or fix the "
             "permissions and save again"
         ) from error
+
+
+def _ours_or_absent(path: Path) -> bool:
+    """Whether ``path`` is free to (re)write: missing, or a model card peftplug wrote."""
+    try:
+        return is_model_card(path.read_bytes())
+    except FileNotFoundError:
+        return True
 
 
 def _finish_interrupted_save(directory: Path) -> None:
@@ -158,10 +184,13 @@ def _committed_digest(directory: Path) -> str | None:
 
 
 def base_model_record(model: nn.Module) -> dict[str, Any]:
-    """What identifies the base model an adapter was made for."""
+    """What identifies the base model an adapter was made for, portably (``portable_base``)."""
     config = getattr(model, "config", None)
+    name_or_path = getattr(config, "name_or_path", None)
+    name, source = portable_base(name_or_path) if name_or_path else (type(model).__name__, "class")
     return {
-        "name_or_path": getattr(config, "name_or_path", None) or type(model).__name__,
+        "name_or_path": name,
+        "source": source,
         "model_type": getattr(config, "model_type", None),
         "architectures": getattr(config, "architectures", None),
     }
@@ -175,8 +204,11 @@ def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch
     """The description and tensors of a saved adapter or a Trainer checkpoint, verified.
 
     First completes or discards what a killed ``save_adapter`` left there, under the lock a
-    save holds, so a load never sees half a save.
+    save holds, so a load never sees half a save. A ``user/repo`` that is not a local directory
+    is a Hub id, read from huggingface_hub's cache (downloaded first unless offline).
     """
+    if is_repo_id(directory) and not Path(directory).is_dir():
+        directory = snapshot(str(directory), [ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD_NAME])
     directory = Path(directory)
     if not directory.is_dir():
         return _read_files(directory)
@@ -315,10 +347,11 @@ def load_adapter(
 ) -> nn.Module:
     """Apply the saved methods to ``model`` and load their tensors strictly.
 
-    Reads a ``save_adapter`` directory or a Trainer checkpoint directory. A tensor holding NaN
-    or Inf is refused unless ``allow_non_finite``; a base whose weights differ from the one the
-    adapter was trained on (its recorded fingerprint) unless ``allow_base_mismatch``. On any
-    error the model is left exactly as it was.
+    Reads a ``save_adapter`` directory, a Trainer checkpoint directory, or a Hub id
+    (``user/repo``, see ``read_adapter``). A tensor holding NaN or Inf is refused unless
+    ``allow_non_finite``; a base whose weights differ from the one the adapter was trained on
+    (its recorded fingerprint) unless ``allow_base_mismatch``. On any error the model is left
+    exactly as it was.
     """
     refuse_meta_weights(model)
     description, tensors = read_adapter(directory)

@@ -72,6 +72,11 @@ def test_train_saves_the_configured_adapter_and_flags_win(trained: Path) -> None
     record = json.loads((trained / "adapter_config.json").read_text())
     (method,) = record["methods"]
     assert method["method"] == "lora" and method["config"]["r"] == 4  # from the YAML file
+    assert (record["base_model"]["name_or_path"], record["base_model"]["source"]) == (
+        "model",
+        "directory",
+    )
+    assert "| accuracy |" in (trained / "README.md").read_text()  # the held-out metric
     tensors = record["tensors"]
     lora_a = [k for k in tensors if "lora_A" in k]
     assert lora_a and all(tensors[k]["shape"][0] == 4 for k in lora_a)
@@ -81,7 +86,9 @@ def test_merged_model_matches_the_adapter_and_learned_the_task(
     tiny: tuple[Path, Path], trained: Path, tmp_path: Path
 ) -> None:
     model_dir, _ = tiny
-    assert main(["merge", str(trained), "--out", str(tmp_path / "merged")]) == 0
+    # the adapter records the base by its directory's name only, so --model says where it is
+    merge = ["merge", str(trained), "--out", str(tmp_path / "merged"), "--model", str(model_dir)]
+    assert main(merge) == 0
     merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     adapted = peftplug.load_adapter(base, trained).eval()
@@ -96,7 +103,7 @@ def test_merged_model_matches_the_adapter_and_learned_the_task(
 
 def test_export_copies_the_verified_adapter_byte_for_byte(trained: Path, tmp_path: Path) -> None:
     assert main(["export", str(trained), "--out", str(tmp_path / "copy")]) == 0
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md"):
         assert (tmp_path / "copy" / name).read_bytes() == (trained / name).read_bytes()
 
 
@@ -106,7 +113,11 @@ def test_export_in_peft_layout_loads_in_hf_peft_with_the_same_outputs(
     import peft
 
     model_dir, _ = tiny
-    assert main(["export", str(trained), "--out", str(tmp_path / "peft"), "--format", "peft"]) == 0
+    out = str(tmp_path / "peft")
+    assert (
+        main(["export", str(trained), "--out", out, "--format", "peft", "--model", str(model_dir)])
+        == 0
+    )
     fresh = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     theirs = peft.PeftModel.from_pretrained(fresh, tmp_path / "peft").eval()
     base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)

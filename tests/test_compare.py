@@ -30,6 +30,7 @@ from peftplug.compare.options import Workload
 from peftplug.compare.plan import plan_rows
 from peftplug.contracts import ComparisonDefaults, MethodSpec
 from peftplug.errors import ConfigError
+from peftplug.testing.portable import leaks
 from peftplug.testing.tiny_models import VOCAB_SIZE, tiny_bert_classifier, tiny_llama
 
 POSITIVE = ["good", "great", "fine", "superb", "lovely"]
@@ -184,8 +185,8 @@ def test_adapter_bytes_are_the_saved_files_holding_the_trainable_tensors(
     for row in report["rows"]:
         if row["kind"] != "method" or row["status"] != "ok":
             continue
-        directory = Path(row["storage"]["adapter_dir"])
-        files = sorted(p.name for p in directory.iterdir())
+        directory = report["out"] / row["storage"]["adapter_dir"]  # recorded relative to --out
+        files = sorted(p.name for p in directory.glob("adapter_*"))
         assert files == ["adapter_config.json", "adapter_model.safetensors"]
         assert row["storage"]["adapter_bytes"] == sum((directory / f).stat().st_size for f in files)
         tensors = safetensors.torch.load_file(directory / "adapter_model.safetensors")
@@ -243,6 +244,14 @@ def test_the_record_names_command_versions_seed_and_machine(report: dict[str, An
     assert report["workload"]["seed"] == 0 and report["workload"]["steps"] == STEPS
     assert rows_by_label(report)["lora"]["options"]["r"] == 8  # lora's declared defaults
     assert rows_by_label(report)["lora"]["learning_rate"] == 3e-2  # --lr wins
+
+
+@pytest.mark.slow
+def test_the_report_files_hold_no_machine_path(report: dict[str, Any]) -> None:
+    out: Path = report["out"]
+    assert leaks([out / "compare.json", out / "compare.md"], out) == []
+    assert report["environment"]["command"].startswith("peftplug compare --model model --data ")
+    assert rows_by_label(report)["lora"]["storage"]["adapter_dir"] == "adapters/lora"
 
 
 @pytest.mark.slow

@@ -155,7 +155,11 @@ def test_an_interrupted_save_keeps_the_previous_adapter(
     with pytest.raises(OSError, match="No space left"):
         peftplug.save_adapter(second, tmp_path)
     monkeypatch.setattr(os, "fsync", real_fsync)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md",
+        ADAPTER_CONFIG,
+        ADAPTER_WEIGHTS,
+    ]
     loaded = peftplug.load_adapter(tiny_bert_classifier(), tmp_path)
     expected = peftplug.trainable_parameters(first)
     assert peftplug.trainable_parameters(loaded) == expected

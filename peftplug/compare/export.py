@@ -13,6 +13,7 @@ import peftplug
 from peftplug.compare.arguments import EXPORT_FORMATS
 from peftplug.compare.export_inputs import base_model_for, refuse_non_empty
 from peftplug.errors import ConfigError
+from peftplug.model_card import CARD_NAME
 from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter, write_adapter
 
 
@@ -48,7 +49,8 @@ def merge_to_directory(
 
 
 def copy_adapter(adapter: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Verify the adapter (checksum, manifest) and commit its two files to ``out`` as one unit."""
+    """Verify the adapter (checksum, manifest), commit its two files to ``out`` as one unit, and
+    copy its model card."""
     source, out = Path(adapter), refuse_non_empty(Path(out), overwrite)
     config, _ = read_adapter(adapter)  # says what a directory without an adapter lacks
     if not (source / ADAPTER_CONFIG).is_file():
@@ -56,7 +58,9 @@ def copy_adapter(adapter: str | Path, out: str | Path, overwrite: bool = False) 
             f"{adapter} is a Trainer checkpoint; load it and save it with peftplug.save_adapter "
             "first, or export it with --format merged"
         )
-    write_adapter(out, (source / ADAPTER_WEIGHTS).read_bytes(), config)
+    card = source / CARD_NAME
+    extra = {CARD_NAME: card.read_bytes()} if card.is_file() else {}
+    write_adapter(out, (source / ADAPTER_WEIGHTS).read_bytes(), config, extra)
     return out
 
 

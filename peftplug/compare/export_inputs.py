@@ -8,6 +8,8 @@ from typing import Any
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
 from peftplug.compare.model_dirs import load_from_directory
+from peftplug.data.locate import MissingDataPackage, package_file
+from peftplug.data.models import causal_lm_path, gguf_path
 from peftplug.errors import ConfigError
 from peftplug.serialization import read_adapter
 from peftplug.targets import TASK_HEAD_ATTRIBUTES
@@ -47,16 +49,36 @@ def load_base_model(
 ) -> tuple[PreTrainedModel, str]:
     """The base model in directory ``model``, else the one ``recorded`` in ``source``, and its
     directory: a classifier with ``labels`` labels, or a causal LM when ``labels`` is None."""
-    path = model or recorded
-    if not model and (not path or not (Path(path) / "config.json").is_file()):
+    path = model or (recorded and local_base(recorded))
+    if not path:
         raise ConfigError(
-            f"the base model {path!r} recorded in {source} is not a local model directory: "
-            "pass --model DIR"
+            f"the base model {recorded!r} recorded in {source} is not a shipped model, and it "
+            "is not a local model directory: pass --model DIR"
         )
     if labels is not None:
         classifier = AutoModelForSequenceClassification.from_pretrained
         return load_from_directory(classifier, path, "model", num_labels=labels), path
     return load_from_directory(AutoModelForCausalLM.from_pretrained, path, "model"), path
+
+
+def local_base(recorded: str) -> str | None:
+    """The model directory a recorded base names: a local directory, or a shipped model.
+
+    A shipped model is recorded as ``package/relative`` (``peftplug.portable``); the shipped
+    GGUF stands for its converted directory (``causal_lm_path``).
+    """
+    if (Path(recorded) / "config.json").is_file():
+        return recorded
+    package, _, relative = recorded.partition("/")
+    if not package.isidentifier():
+        return None
+    try:
+        path = package_file(package, relative)
+    except (MissingDataPackage, ValueError):
+        return None
+    if path.suffix == ".gguf" and path == gguf_path():
+        return str(causal_lm_path())
+    return str(path) if (path / "config.json").is_file() else None
 
 
 def refuse_non_empty(out: Path, overwrite: bool = False) -> Path:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.atomic import atomic_write_files
-from peftplug.compare.table import cells, headers
+from peftplug.compare.table import beats_majority, cells, headers
+from peftplug.portable import portable_json
 
 JSON_NAME = "compare.json"
 MARKDOWN_NAME = "compare.md"
@@ -46,6 +47,14 @@ def markdown(record: dict[str, Any]) -> str:
     for row in rows:
         rate = row.get("learning_rate")
         lines.append("| " + " | ".join([*cells(row), "-" if rate is None else f"{rate:g}"]) + " |")
+    stuck = [r["label"] for r in rows if r.get("training") and not beats_majority(r)]
+    if stuck:
+        lines += [
+            "",
+            f"\\* did not beat the majority class at this budget: {', '.join(stuck)} (the 95% "
+            "interval reaches down to always answering the commonest class); a larger "
+            "`--steps` or another `--lr` may help",
+        ]
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["", "## Failed rows", ""]
@@ -65,6 +74,9 @@ MEASUREMENT_NOTES = [
     "input tokens the Trainer counted.",
     "- peak train MB: the process's peak resident set (VmHWM) during training, reset just "
     "before it; +delta is that peak minus the resident set when training started.",
+    "- held-out: the figure and its 95% interval: Wilson's score interval for an accuracy, a "
+    "percentile bootstrap over held-out examples (2,000 resamples) for a per-token loss. Rows "
+    "whose intervals overlap are not told apart by this evaluation.",
     "- latency: median of repeated eval-mode forward passes of one fixed held-out batch, taking "
     "turns with the base model (adapters disabled) in the same process; merged where the "
     "method can fold its update into the weights.",
@@ -72,7 +84,11 @@ MEASUREMENT_NOTES = [
 
 
 def write_reports(out: Path, record: dict[str, Any]) -> None:
-    """Write the JSON record and the Markdown report together, atomically."""
+    """Write the JSON record and the Markdown report together, atomically.
+
+    Paths in them are made portable (``portable_json``): relative to ``out`` when inside it.
+    """
+    record = portable_json(record, out)
     atomic_write_files(
         {
             out / JSON_NAME: (json.dumps(record, indent=2) + "\n").encode(),

@@ -32,12 +32,34 @@ def _trainable(row: Row) -> str:
 
 
 def _metric(row: Row) -> str:
+    """The figure, its 95% interval, and a mark when an accuracy is not above the majority."""
     metric = row.get("metric") or {}
+    interval = metric.get("interval")
+    spread = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
     if "accuracy" in metric:
-        return f"{metric['accuracy']:.3f}"
+        return f"{metric['accuracy']:.3f}{spread}" + (" *" if not beats_majority(row) else "")
     if "loss" in metric:
-        return f"{metric['loss']:.3f} (ppl {metric['perplexity']:.1f})"
+        return f"{metric['loss']:.3f}{spread} (ppl {metric['perplexity']:.1f})"
     return "-"
+
+
+def held_out_text(metric: dict[str, Any]) -> str:
+    """``accuracy 0.7120 [0.6700, 0.7510]`` (or the loss and perplexity): for one-line reports."""
+    interval = metric.get("interval")
+    spread = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+    if "accuracy" in metric:
+        return f"accuracy {metric['accuracy']:.4f}{spread}"
+    return f"loss {metric['loss']:.4f}{spread}, perplexity {metric['perplexity']:.2f}"
+
+
+def beats_majority(row: Row) -> bool:
+    """Whether a trained row's accuracy interval lies above always answering the commonest class.
+
+    Rows without an interval or a majority rate (a loss, an older report) count as beating it.
+    """
+    metric = row.get("metric") or {}
+    interval, majority = metric.get("interval"), metric.get("majority_rate")
+    return interval is None or majority is None or interval[0] > majority
 
 
 def _memory(row: Row) -> str:

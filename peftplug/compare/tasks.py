@@ -18,6 +18,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from peftplug.compare.intervals import bootstrap_ratio_interval, majority_rate, wilson_interval
 from peftplug.compare.model_dirs import load_from_directory
 from peftplug.compare.options import Workload
 from peftplug.compare.prepared_data import prepare_data
@@ -33,7 +34,7 @@ from peftplug.data import (
 from peftplug.data.datasets import PromptCompletion
 from peftplug.data.encode import IGNORE_INDEX
 from peftplug.errors import ConfigError
-from peftplug.metrics import causal_lm_loss, classification_accuracy
+from peftplug.metrics import causal_lm_example_losses, classification_hits
 
 Example = dict[str, Any]
 
@@ -53,11 +54,21 @@ class LoadedTask:
     data_notes: tuple[str, ...] = ()  # what reading and cleaning the data did
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """The held-out metric (and perplexity for a causal LM)."""
+        """The held-out metric with its 95% interval (and the majority-class rate, or perplexity)."""
         if self.metric == "accuracy":
-            return {"accuracy": classification_accuracy(model, self.test, self.collate)}
-        loss = causal_lm_loss(model, self.test, self.collate)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+            hits = classification_hits(model, self.test, self.collate)
+            return {
+                "accuracy": sum(hits) / len(hits),
+                "interval": list(wilson_interval(sum(hits), len(hits))),
+                "majority_rate": majority_rate([int(e["labels"]) for e in self.test]),
+            }
+        losses = causal_lm_example_losses(model, self.test, self.collate)
+        loss = sum(value for value, _ in losses) / max(sum(count for _, count in losses), 1)
+        return {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50.0)),
+            "interval": list(bootstrap_ratio_interval(losses)),
+        }
 
     def latency_batch(self, size: int) -> dict[str, torch.Tensor]:
         """A fixed batch of held-out inputs (no labels) for latency measurements."""

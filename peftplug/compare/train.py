@@ -99,7 +99,7 @@ def run_train(arguments: argparse.Namespace, stream: TextIO | None = None) -> di
         trainer = build_trainer(task, args, spec.name, peftplug_methods=True)
         cost = train_measured(trainer)
     metric = task.evaluate(task.model)
-    directory = peftplug.save_adapter(task.model, settings.out)
+    directory = peftplug.save_adapter(task.model, settings.out, metrics=metric)
     return {
         "method": spec.name,
         "options": config.to_dict(),

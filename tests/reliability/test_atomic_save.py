@@ -19,6 +19,7 @@ from peftplug.testing.tiny_models import tiny_bert_classifier
 
 KILLED, FINISHED = 41, 42  # child exit codes
 ADAPTER_FILES = {ADAPTER_CONFIG, ADAPTER_WEIGHTS}
+SAVED_FILES = ADAPTER_FILES | {"README.md"}  # the model card is written after the commit
 
 
 def _adapter(seed: int) -> torch.nn.Module:
@@ -101,7 +102,7 @@ def test_a_torn_staged_file_is_never_installed(tmp_path: Path) -> None:
     digest = hashlib.sha256(data).hexdigest()
     (tmp_path / atomic.staged_name(ADAPTER_WEIGHTS, digest)).write_bytes(data[: len(data) // 2])
     assert _same(_loaded_values(tmp_path), _values(old))
-    assert {p.name for p in tmp_path.iterdir()} == ADAPTER_FILES
+    assert {p.name for p in tmp_path.iterdir()} == SAVED_FILES
 
 
 @pytest.mark.parametrize("cleaned_by", ["save", "load"])
@@ -122,7 +123,7 @@ def test_leftovers_of_this_adapter_are_removed_and_nothing_else(
         peftplug.save_adapter(_adapter(2), tmp_path)
     else:
         _loaded_values(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == ADAPTER_FILES | set(unrelated)
+    assert {p.name for p in tmp_path.iterdir()} == SAVED_FILES | set(unrelated)
 
 
 def test_saving_to_a_file_names_the_path_and_the_fix(tmp_path: Path) -> None:
@@ -154,7 +155,7 @@ def test_a_full_disk_names_the_problem_and_keeps_a_complete_adapter(
     monkeypatch.undo()
     survivor = old if failing_fsync <= 3 else new
     assert _same(_loaded_values(tmp_path), _values(survivor))
-    assert {p.name for p in tmp_path.iterdir()} == ADAPTER_FILES
+    assert {p.name for p in tmp_path.iterdir()} == SAVED_FILES
 
 
 @pytest.mark.skipif(atomic.fcntl is None, reason="no flock on this platform")
