@@ -65,7 +65,11 @@ def _compare(arguments: argparse.Namespace) -> int:
         raise PeftplugError(
             f"--latency-repeats must be at least 1, got {arguments.latency_repeats}"
         )
-    workload = compare_arguments.workload_from(arguments, arguments.latency_repeats)
+    if arguments.shots < 0:
+        raise PeftplugError(f"--shots must be 0 or more, got {arguments.shots}")
+    workload = compare_arguments.workload_from(
+        arguments, arguments.latency_repeats, arguments.shots
+    )
     if workload.model is not None:
         check_model_dir(workload.model)
     for note in prepare_data(workload).notes:  # bad data fails here, not in every row
@@ -81,6 +85,7 @@ def _compare(arguments: argparse.Namespace) -> int:
         learning_rates=compare_arguments.parse_learning_rates(arguments.lr),
         baselines=arguments.baselines,
         vs_peft=arguments.vs_peft,
+        lr_search=arguments.lr_search,
     )
     run = run_compare(workload, rows, out, arguments.argv)
     if run.rows and all(row["status"] == "failed" for row in run.rows):

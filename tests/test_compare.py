@@ -6,11 +6,9 @@ model's own modules, adapter sizes from the files and their tensors, token count
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -32,38 +30,13 @@ from peftplug.contracts import ComparisonDefaults, MethodSpec
 from peftplug.errors import ConfigError
 from peftplug.testing.portable import leaks
 from peftplug.testing.tiny_models import VOCAB_SIZE, tiny_bert_classifier, tiny_llama
+from peftplug.testing.tiny_task import (
+    WORDS_PER_TEXT,
+    save_tiny_classifier,
+    write_reviews,
+)
 
-POSITIVE = ["good", "great", "fine", "superb", "lovely"]
-NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]
-FILLER = [f"w{i}" for i in range(40)]
-WORDS_PER_TEXT = 6  # every text is 6 in-vocabulary words: 8 tokens with [CLS] and [SEP]
 STEPS, BATCH = 120, 8
-
-
-def save_tiny_classifier(directory: Path) -> Path:
-    """A tiny BERT classifier and a word-level tokenizer over VOCAB_SIZE tokens."""
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER]
-    vocab += [f"unused{i}" for i in range(VOCAB_SIZE - len(vocab))]
-    BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(directory)
-    tiny_bert_classifier().save_pretrained(directory)
-    return directory
-
-
-def write_reviews(path: Path, rows: int = 200) -> Path:
-    """Texts whose label is given by one cue word among filler words."""
-    generator = random.Random(0)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        for index in range(rows):
-            positive = index % 2 == 1
-            words = generator.sample(FILLER, WORDS_PER_TEXT - 1)
-            words.insert(
-                generator.randrange(WORDS_PER_TEXT),
-                generator.choice(POSITIVE if positive else NEGATIVE),
-            )
-            writer.writerow([" ".join(words), "pos" if positive else "neg"])
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -330,13 +303,23 @@ def test_causal_lm_task_reports_held_out_loss_that_training_lowers(tmp_path: Pat
         "full=3e-3",
         "--latency-repeats",
         "2",
+        "--shots",
+        "3",
         "--out",
         str(tmp_path / "out"),
     ]
     assert main(arguments) == 0
     record = json.loads((tmp_path / "out" / "compare.json").read_text())
     rows = rows_by_label(record)
-    assert list(rows) == ["untrained", "full"] and record["workload"]["task"] == "causal-lm"
+    assert list(rows) == ["untrained", "3-shot in context", "full"]
+    assert record["workload"]["task"] == "causal-lm"
+    # the in-context row scores the same held-out answers after 3 training pairs of 3 tokens
+    shots, zero = rows["3-shot in context"], rows["untrained"]
+    assert shots["eval_examples"] == zero["eval_examples"] and shots["train_examples"] == 3
+    assert zero["inference"]["batch_shape"][1] == 3
+    assert shots["inference"]["batch_shape"][1] == 3 * 3 + 3
+    low, high = shots["metric"]["interval"]
+    assert low <= shots["metric"]["loss"] <= high
     before, after = rows["untrained"]["metric"], rows["full"]["metric"]
     assert after["perplexity"] == pytest.approx(math.exp(after["loss"]))
     assert after["loss"] < before["loss"] - 0.5

@@ -98,7 +98,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def workload_from(arguments: argparse.Namespace, latency_repeats: int = 5) -> Workload:
+def workload_from(
+    arguments: argparse.Namespace, latency_repeats: int = 5, shots: int = 0
+) -> Workload:
     """The workload the options describe, with the task's defaults filled in."""
     defaults = TASK_DEFAULTS[arguments.task]
     values = {
@@ -117,6 +119,7 @@ def workload_from(arguments: argparse.Namespace, latency_repeats: int = 5) -> Wo
         seed=arguments.seed,
         eval_size=arguments.eval_size,
         latency_repeats=latency_repeats,
+        shots=shots,
         **values,
     )
 
@@ -141,7 +144,14 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr",
         action="append",
         metavar="METHOD=RATE",
-        help="override a method's learning rate, e.g. --lr lora=5e-4",
+        help="fix a method's learning rate (no search for it), e.g. --lr lora=5e-4",
+    )
+    parser.add_argument(
+        "--no-lr-search",
+        dest="lr_search",
+        action="store_false",
+        help="train at each method's declared rate instead of searching around it on a "
+        "validation split (three quarter-budget trials per row)",
     )
     parser.add_argument(
         "--vs-peft",
@@ -150,6 +160,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--latency-repeats", type=int, default=5, help="forward passes timed per variant (median)"
+    )
+    parser.add_argument(
+        "--shots",
+        type=int,
+        default=4,
+        help="causal LM: training pairs put before each held-out prompt in the in-context "
+        "row (0 leaves the row out)",
     )
     parser.add_argument(
         "--out",

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Literal
 
 Task = Literal["classification", "causal-lm"]
-RowKind = Literal["untrained", "method", "peft"]
+RowKind = Literal["untrained", "in-context", "method", "peft"]
 TASKS: tuple[str, ...] = ("classification", "causal-lm")
 
 # Held-out examples when the user gives no --eval-size: BASELINE.md's QA split, and enough
@@ -33,6 +33,7 @@ class Workload:
     eval_size: int | None = None
     latency_repeats: int = 5
     warmup_ratio: float = 0.1
+    shots: int = 4  # causal LM: training pairs in the prompt of the in-context row (0: no row)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -46,7 +47,7 @@ class Workload:
 
 @dataclasses.dataclass(frozen=True)
 class RowSpec:
-    """One row of the table: the untrained model, a peftplug method, or HF PEFT's method."""
+    """One row of the table: the untrained model, in-context examples, a method, PEFT's method."""
 
     label: str
     kind: RowKind
@@ -55,6 +56,7 @@ class RowSpec:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     learning_rate: float | None = None
     adapter_dir: str | None = None
+    search_learning_rate: bool = False  # search around learning_rate (lr_search) before training
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from torch import nn
+from transformers import Trainer
 
+from peftplug.compare.lr_search import search_row
 from peftplug.compare.measure import adapter_bytes, parameter_count
-from peftplug.compare.options import RowSpec
+from peftplug.compare.options import RowSpec, Workload
 from peftplug.compare.rows import latency_figures, parameter_figures
 from peftplug.compare.tasks import LoadedTask, load_task
 from peftplug.compare.training import build_trainer, train_measured, training_arguments
@@ -118,12 +120,18 @@ def run_peft(spec: RowSpec) -> dict[str, Any]:
     options = get_host().method(spec.method).parse_config(spec.options).to_dict()
     task = load_task(spec.workload)
     base = parameter_count(task.model)
-    task.model = peft.get_peft_model(task.model, TRANSLATIONS[spec.method](options, task))
-    model = task.model
-    parameters = parameter_figures(model, base)
+
+    def trainer_for(run: LoadedTask, rate: float, scratch: str, workload: Workload) -> Trainer:
+        run.model = peft.get_peft_model(run.model, TRANSLATIONS[spec.method](options, run))
+        args = training_arguments(workload, scratch, rate)
+        return build_trainer(run, args, f"{spec.label} @ {rate:.2g}", peftplug_methods=False)
+
+    search = search_row(spec, task, trainer_for) if spec.search_learning_rate else None
+    learning_rate = search.chosen if search else spec.learning_rate
     with tempfile.TemporaryDirectory() as scratch:
-        args = training_arguments(spec.workload, scratch, spec.learning_rate)
-        trainer = build_trainer(task, args, spec.label, peftplug_methods=False)
+        trainer = trainer_for(task, learning_rate, scratch, spec.workload)
+        model = task.model
+        parameters = parameter_figures(model, base)
         cost = train_measured(trainer)
     del trainer
     metric = task.evaluate(model)
@@ -146,6 +154,8 @@ def run_peft(spec: RowSpec) -> dict[str, Any]:
         "distribution": "peft",
         "version": peft.__version__,
         "options": options,
+        "learning_rate": learning_rate,
+        "lr_search": search.figures() if search else None,
         "parameters": parameters,
         "storage": {
             "adapter_bytes": adapter_bytes(spec.adapter_dir),

@@ -25,11 +25,14 @@ def plan_rows(
     learning_rates: Mapping[str, float] | None = None,
     baselines: bool = True,
     vs_peft: bool = False,
+    lr_search: bool = True,
 ) -> list[RowSpec]:
     """The untrained model, the baselines, each chosen method and (with ``vs_peft``) PEFT's rows.
 
     Every method takes its plugin's comparison defaults (``MethodSpec.comparison``), then the
     user's ``overrides`` and ``learning_rates``; names that match no chosen method are errors.
+    With ``lr_search`` a method's rate is searched around its default (``lr_search.py``) unless
+    ``learning_rates`` fixes it.
     """
     host = get_host()
     installed = sorted(host.methods)
@@ -47,13 +50,17 @@ def plan_rows(
                 f"run (methods: {', '.join(chosen)}); add it to --methods or fix the name"
             )
     rows = [RowSpec(UNTRAINED_LABEL, "untrained", workload)]
+    if workload.task == "causal-lm" and workload.shots > 0:
+        rows.append(RowSpec(f"{workload.shots}-shot in context", "in-context", workload))
     for name in chosen:
         defaults = host.method(name).comparison_defaults
         options = {**defaults.options, **(overrides or {}).get(name, {})}
         learning_rate = (learning_rates or {}).get(name, defaults.learning_rate)
+        search = lr_search and name not in (learning_rates or {})
+        adapters = out / "adapters"
         rows.append(
             RowSpec(
-                name, "method", workload, name, options, learning_rate, str(out / "adapters" / name)
+                name, "method", workload, name, options, learning_rate, str(adapters / name), search
             )
         )
         if vs_peft and name in PEFT_METHODS:
@@ -66,7 +73,8 @@ def plan_rows(
                     name,
                     options,
                     learning_rate,
-                    str(out / "adapters" / f"peft-{name}"),
+                    str(adapters / f"peft-{name}"),
+                    search,
                 )
             )
     return rows

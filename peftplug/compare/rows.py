@@ -8,8 +8,10 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from torch import nn
+from transformers import Trainer
 
 import peftplug
+from peftplug.compare.lr_search import search_row
 from peftplug.compare.measure import (
     adapter_bytes,
     forward_call,
@@ -18,7 +20,7 @@ from peftplug.compare.measure import (
     tensor_bytes,
 )
 from peftplug.compare.options import RowSpec, Workload
-from peftplug.compare.tasks import LoadedTask, load_task
+from peftplug.compare.tasks import LoadedTask, load_task, with_shots
 from peftplug.compare.training import build_trainer, train_measured, training_arguments
 from peftplug.errors import NotMergeableError
 from peftplug.plugins import get_host
@@ -108,6 +110,25 @@ def run_untrained(spec: RowSpec) -> dict[str, Any]:
     }
 
 
+def run_in_context(spec: RowSpec) -> dict[str, Any]:
+    """The untrained causal LM with ``shots`` training pairs before each held-out prompt."""
+    workload = spec.workload
+    task = with_shots(load_task(workload), workload.shots, workload.seed, workload.max_length)
+    model = task.model.eval()
+    base = parameter_count(model)
+    return {
+        "model": task.model_name,
+        "data": task.data_name,
+        "train_examples": workload.shots,
+        "eval_examples": len(task.test),
+        "parameters": {**parameter_figures(model, base), "trainable": 0, "trainable_percent": 0.0},
+        "storage": {"adapter_bytes": None, "base_weights_bytes": tensor_bytes(model)},
+        "training": None,
+        "metric": task.evaluate(model),
+        "inference": latency_figures(task, model, None, None, workload),
+    }
+
+
 def _peftplug_merge(model: nn.Module) -> Callable[[], str | None]:
     def merge() -> str | None:
         if not any(True for _ in adapter_layers(model)):
@@ -128,15 +149,16 @@ def run_method(spec: RowSpec) -> dict[str, Any]:
     resolved = method.parse_config(spec.options)  # a bad option fails here, before loading
     task = load_task(spec.workload)
     base = parameter_count(task.model)
+
+    def trainer_for(run: LoadedTask, rate: float, scratch: str, workload: Workload) -> Trainer:
+        plugins, config = [spec.method], {spec.method: resolved}
+        args = training_arguments(workload, scratch, rate, plugins=plugins, config=config)
+        return build_trainer(run, args, f"{spec.label} @ {rate:.2g}", peftplug_methods=True)
+
+    search = search_row(spec, task, trainer_for) if spec.search_learning_rate else None
+    learning_rate = search.chosen if search else spec.learning_rate
     with tempfile.TemporaryDirectory() as scratch:
-        args = training_arguments(
-            spec.workload,
-            scratch,
-            spec.learning_rate,
-            plugins=[spec.method],
-            config={spec.method: resolved},
-        )
-        trainer = build_trainer(task, args, spec.label, peftplug_methods=True)
+        trainer = trainer_for(task, learning_rate, scratch, spec.workload)
         model = trainer.model
         parameters = parameter_figures(model, base)
         cost = train_measured(trainer)
@@ -158,6 +180,8 @@ def run_method(spec: RowSpec) -> dict[str, Any]:
         "distribution": method.distribution,
         "version": method.version,
         "options": resolved.to_dict(),
+        "learning_rate": learning_rate,
+        "lr_search": search.figures() if search else None,
         "parameters": parameters,
         "storage": {"adapter_bytes": adapter_bytes(adapter_dir), "adapter_dir": str(adapter_dir)},
         "training": cost.figures(),

@@ -15,7 +15,7 @@ from peftplug.compare.chart import write_chart
 from peftplug.compare.environment import describe_environment
 from peftplug.compare.options import RowSpec, Workload
 from peftplug.compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
-from peftplug.compare.table import terminal_table
+from peftplug.compare.table import beats_majority, terminal_table
 from peftplug.compare.worker import write_row_result
 
 FORMAT = "peftplug-compare"
@@ -94,10 +94,14 @@ def run_compare(
     specs: list[RowSpec],
     out: Path,
     argv: list[str],
-    stream: TextIO = sys.stdout,
+    stream: TextIO | None = None,
 ) -> CompareRun:
     """Measure every row; the reports are rewritten after each, so an interrupted run keeps
-    the finished rows (status ``interrupted``). Re-raises ``KeyboardInterrupt`` after saving."""
+    the finished rows (status ``interrupted``). Re-raises ``KeyboardInterrupt`` after saving.
+
+    Progress goes to ``stream``, by default the standard output at the time of the call.
+    """
+    stream = stream or sys.stdout
     out.mkdir(parents=True, exist_ok=True)
     run = CompareRun(
         out,
@@ -145,6 +149,9 @@ def run_compare(
 def summary(run: CompareRun) -> str:
     """The terminal table and where the files are."""
     lines = ["", terminal_table(run.rows, metric_name(run.record)), ""]
+    stuck = [r["label"] for r in run.rows if r.get("training") and not beats_majority(r)]
+    if stuck:
+        lines.append(f"* did not beat the majority class at this budget: {', '.join(stuck)}")
     if run.record["status"] != "complete":
         lines.append(
             f"run {run.record['status']}: {len(run.rows)} of "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from peftplug.data import (
     load_causal_lm,
     load_encoder,
 )
-from peftplug.data.datasets import PromptCompletion
+from peftplug.data.datasets import PromptCompletion, Split
 from peftplug.data.encode import IGNORE_INDEX
 from peftplug.errors import ConfigError
 from peftplug.metrics import causal_lm_example_losses, classification_hits
@@ -52,9 +53,10 @@ class LoadedTask:
     data_name: str
     metric: str  # "accuracy" (higher is better) or "loss" (lower is better)
     data_notes: tuple[str, ...] = ()  # what reading and cleaning the data did
+    split: Split[Any] | None = None  # the records behind train and test
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """The held-out metric with its 95% interval (and the majority-class rate, or perplexity)."""
+        """The held-out metric, its 95% interval, and the majority-class rate or perplexity."""
         if self.metric == "accuracy":
             hits = classification_hits(model, self.test, self.collate)
             return {
@@ -113,6 +115,7 @@ def _classification(workload: Workload) -> LoadedTask:
         model_name=model_name,
         data_name=data.name,
         data_notes=data.notes,
+        split=split,
         metric="accuracy",
     )
 
@@ -132,7 +135,7 @@ def _causal_lm(workload: Workload) -> LoadedTask:
             tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
         model_name = workload.model
-    encode = causal_lm_dataset if tokenizer.chat_template else plain_causal_lm_dataset
+    encode = _encoder(tokenizer)
     return LoadedTask(
         model=model,
         tokenizer=tokenizer,
@@ -142,17 +145,56 @@ def _causal_lm(workload: Workload) -> LoadedTask:
         model_name=model_name,
         data_name=data.name,
         data_notes=data.notes,
+        split=split,
         metric="loss",
     )
 
 
+def _encoder(tokenizer: PreTrainedTokenizerBase) -> Callable[..., list[Example]]:
+    """Chat turns where the tokenizer has a chat template, else plain text."""
+    return causal_lm_dataset if tokenizer.chat_template else plain_causal_lm_dataset
+
+
+def with_shots(task: LoadedTask, shots: int, seed: int, max_length: int) -> LoadedTask:
+    """The causal-LM task's held-out answers, each prompt preceded by ``shots`` training pairs.
+
+    The pairs are drawn once with ``seed`` and open every held-out chat (in-context learning);
+    the scored answers are the held-out ones, so the loss compares with the trained rows'.
+    """
+    if task.split is None or task.metric != "loss":
+        raise ConfigError("in-context examples need a causal-LM task with prompt/answer pairs")
+    if not 0 < shots <= len(task.split.train):
+        raise ConfigError(
+            f"--shots {shots}: choose between 1 and the {len(task.split.train)} training pairs"
+        )
+    examples = random.Random(seed).sample(task.split.train, shots)
+    length = (shots + 1) * max_length  # room for the shots and the held-out pair
+    test = _encoder(task.tokenizer)(task.tokenizer, task.split.test, length, examples)
+    return dataclasses.replace(task, test=test)
+
+
 def plain_causal_lm_dataset(
-    tokenizer: PreTrainedTokenizerBase, records: Sequence[PromptCompletion], max_length: int
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[PromptCompletion],
+    max_length: int,
+    shots: Sequence[PromptCompletion] = (),
 ) -> list[Example]:
-    """Without a chat template: ``prompt completion<eos>``, the loss on the completion only."""
+    """Without a chat template: ``prompt completion<eos>``, the loss on the completion only.
+
+    ``shots`` come first, each as ``prompt completion<eos>`` too, unscored.
+    """
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    opening = [
+        token
+        for shot in shots
+        for token in tokenizer(f"{shot.prompt} {shot.completion}", add_special_tokens=False)[
+            "input_ids"
+        ]
+        + eos
+    ]
     examples: list[Example] = []
     for record in records:
-        prompt = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
+        prompt = opening + tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
         answer = tokenizer(" " + record.completion, add_special_tokens=False)["input_ids"]
         if tokenizer.eos_token_id is not None:
             answer = answer + [tokenizer.eos_token_id]

@@ -21,10 +21,15 @@ from transformers.utils import logging as transformers_logging
 from peftplug.atomic import atomic_write_files
 from peftplug.compare.options import RowSpec
 from peftplug.compare.peft_rows import run_peft
-from peftplug.compare.rows import run_method, run_untrained
+from peftplug.compare.rows import run_in_context, run_method, run_untrained
 from peftplug.errors import PeftplugError
 
-RUNNERS = {"untrained": run_untrained, "method": run_method, "peft": run_peft}
+RUNNERS = {
+    "untrained": run_untrained,
+    "in-context": run_in_context,
+    "method": run_method,
+    "peft": run_peft,
+}
 
 
 def run_row(spec: RowSpec) -> dict[str, Any]:

@@ -34,14 +34,24 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
 
 
 def chat_example(
-    tokenizer: PreTrainedTokenizerBase, record: PromptCompletion
+    tokenizer: PreTrainedTokenizerBase,
+    record: PromptCompletion,
+    shots: Sequence[PromptCompletion] = (),
 ) -> tuple[list[int], list[int]]:
-    """The chat's token ids and labels scoring only the answer and its end-of-turn token."""
-    prompt_text = chat_prompt(tokenizer, record.prompt)
-    messages = [
-        {"role": "user", "content": record.prompt},
-        {"role": "assistant", "content": record.completion},
+    """The chat's token ids and labels scoring only the answer and its end-of-turn token.
+
+    ``shots`` are earlier exchanges of the same chat (in-context examples); they are not scored.
+    """
+    earlier = [
+        {"role": role, "content": text}
+        for shot in shots
+        for role, text in (("user", shot.prompt), ("assistant", shot.completion))
     ]
+    prompt_messages = [*earlier, {"role": "user", "content": record.prompt}]
+    prompt_text = tokenizer.apply_chat_template(
+        prompt_messages, tokenize=False, add_generation_prompt=True
+    )
+    messages = [*prompt_messages, {"role": "assistant", "content": record.completion}]
     full_text = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full_text.startswith(prompt_text):
         raise ValueError(
@@ -62,16 +72,20 @@ def chat_example(
 
 
 def causal_lm_dataset(
-    tokenizer: PreTrainedTokenizerBase, records: Sequence[PromptCompletion], max_length: int = 128
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[PromptCompletion],
+    max_length: int = 128,
+    shots: Sequence[PromptCompletion] = (),
 ) -> list[dict[str, list[int]]]:
     """Chat-formatted examples, loss on the answer tokens only, truncated to ``max_length``.
 
-    A record whose prompt alone fills ``max_length`` has nothing left to score and is skipped (with
-    a warning): an all-ignored example gives a NaN loss when it is alone in a batch.
+    ``shots`` open every chat as earlier exchanges (in-context examples). A record whose prompt
+    alone fills ``max_length`` has nothing left to score and is skipped (with a warning): an
+    all-ignored example gives a NaN loss when it is alone in a batch.
     """
     examples: list[dict[str, list[int]]] = []
     for record in records:
-        input_ids, labels = chat_example(tokenizer, record)
+        input_ids, labels = chat_example(tokenizer, record, shots)
         input_ids, labels = input_ids[:max_length], labels[:max_length]
         if all(label == IGNORE_INDEX for label in labels):
             continue
