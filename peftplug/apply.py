@@ -16,9 +16,17 @@ from peftplug.contracts import MethodSpec
 from peftplug.errors import ConfigError, NotMergeableError, PeftplugError, PluginError, TargetError
 from peftplug.layers import AdapterLayer
 from peftplug.plugins import PluginHost, get_host
+from peftplug.pretrained import install_save_pretrained, remove_save_pretrained
 from peftplug.rollback import rollback_on_error
 from peftplug.saved_modules import save_module
-from peftplug.state import STATE_ATTRIBUTE, AppliedMethod, PeftState, adapter_layers, peft_state
+from peftplug.state import (
+    STATE_ATTRIBUTE,
+    AppliedMethod,
+    PeftState,
+    adapter_layers,
+    peft_state,
+    require_state,
+)
 from peftplug.targets import TargetedConfig, find_targets
 
 CONFIG_RECORD = "peftplug"
@@ -103,6 +111,7 @@ def apply(
             )
             model.requires_grad_(False)
             setattr(model, STATE_ATTRIBUTE, state)
+            install_save_pretrained(model)
         host = get_host()
         for spec, method_config in resolved:
             applied = AppliedMethod(spec, method_config, adapter_name)
@@ -206,6 +215,7 @@ def _restore(model: nn.Module, state: PeftState) -> None:
     if state.original_keys_to_ignore_on_save is not None:
         model._keys_to_ignore_on_save = state.original_keys_to_ignore_on_save
     delattr(model, STATE_ATTRIBUTE)
+    remove_save_pretrained(model)
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, CONFIG_RECORD):
         delattr(config, CONFIG_RECORD)
@@ -225,17 +235,6 @@ def refresh_config_record(model: nn.Module) -> None:
 def records(state: PeftState) -> list[dict]:
     """The JSON description of every applied method."""
     return [applied.record() for applied in state.methods]
-
-
-def require_state(model: nn.Module) -> PeftState:
-    """The model's peftplug state, or an error saying how to get one."""
-    state = peft_state(model)
-    if state is None:
-        raise PeftplugError(
-            "this model has no peftplug methods applied: call peftplug.apply(model, [...]) "
-            "or train it with PeftArguments(peft_plugins=[...]) first"
-        )
-    return state
 
 
 def unload(model: nn.Module, *, merge: bool = False) -> nn.Module:

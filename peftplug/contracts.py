@@ -27,10 +27,13 @@ class ComparisonDefaults:
     ``learning_rate``: a rate that works for a short run (a few hundred steps).
     ``options``: method options for the comparison (e.g. ``{"last_k": 2}``); users override
     them with ``--config <method>.<option>=<value>``.
+    ``baseline``: a reference the PEFT methods are measured against (full or head-only
+    fine-tuning) rather than one of them: listed first, left out by ``--no-baselines``.
     """
 
     learning_rate: float = 1e-3
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    baseline: bool = False
 
     @classmethod
     def from_value(
@@ -44,11 +47,11 @@ class ComparisonDefaults:
                 f"method {method!r}: comparison must be a mapping like "
                 f"{{'learning_rate': 1e-3, 'options': {{...}}}}, got {type(value).__name__}"
             )
-        unknown = sorted(set(value) - {"learning_rate", "options"})
+        unknown = sorted(set(value) - {"learning_rate", "options", "baseline"})
         if unknown:
             raise ConfigError(
                 f"method {method!r}: unknown comparison key(s) {', '.join(unknown)}; "
-                "valid keys: learning_rate, options"
+                "valid keys: learning_rate, options, baseline"
             )
         learning_rate = value.get("learning_rate", cls.learning_rate)
         if not isinstance(learning_rate, int | float) or learning_rate <= 0:
@@ -59,7 +62,10 @@ class ComparisonDefaults:
         options = value.get("options", {})
         if not isinstance(options, Mapping):
             raise ConfigError(f"method {method!r}: comparison options must be a mapping")
-        return cls(float(learning_rate), dict(options))
+        baseline = value.get("baseline", False)
+        if not isinstance(baseline, bool):
+            raise ConfigError(f"method {method!r}: comparison baseline must be True or False")
+        return cls(float(learning_rate), dict(options), baseline)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,8 @@ class MethodSpec:
     zero B, an adapter's zero up-projection); ``trains_in_place``: the method trains some of the
     base model's own parameters (BitFit's biases, full fine-tuning), so a model holds at most
     one such adapter and disabling or unloading cannot take its training back.
+    ``peft_type``: the HF PEFT type the method corresponds to (``"LORA"``), if any; its plugin
+    then answers ``peftplug_peft_training_config`` (``peftplug compare --vs-peft`` rows).
     """
 
     name: str
@@ -87,6 +95,7 @@ class MethodSpec:
     comparison: ComparisonDefaults | Mapping[str, Any] | None = None
     starts_at_base: bool = False
     trains_in_place: bool = False
+    peft_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.comparison is not None:

@@ -1,9 +1,10 @@
 """``peftplug.export_peft``: an adapter in HF PEFT's own layout, for PEFT, transformers and vLLM.
 
 Each method says what its PEFT equivalent is (``peftplug_peft_equivalent``): PEFT's config fields
-and its tensors under PEFT's names. The core builds that PEFT model over a plain copy of the
-base, copies the tensors in (strictly: every tensor PEFT trains must be filled, every given
-tensor must exist), and lets PEFT save itself, so the files are exactly what PEFT writes.
+and its tensors under PEFT's names (``peftplug.peft_layout`` adds the task heads). The core
+builds that PEFT model over a plain copy of the base, copies the tensors in (strictly: every
+tensor PEFT trains must be filled, every given tensor must exist), and lets PEFT save itself, so
+the files are exactly what PEFT writes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from torch import nn
 from peftplug.apply import CONFIG_RECORD, require_state
 from peftplug.atomic import atomic_write_files
 from peftplug.errors import ConfigError
-from peftplug.plugins import get_host
+from peftplug.peft_layout import peft_adapter
 from peftplug.portable import portable_base
-from peftplug.saved_modules import SavedModuleLayer, saved_module_layers
-from peftplug.targets import task_head_names
 
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -42,26 +41,17 @@ def export_peft(
             "method per adapter, or keep the peftplug format (peftplug.save_adapter)"
         )
     (applied,) = methods
-    equivalent = get_host().hook.peftplug_peft_equivalent(
-        model=model, config=applied.config, adapter_name=name
-    )
-    if equivalent is None:
+    adapter = peft_adapter(model, applied)
+    if adapter is None:
         raise ConfigError(
             f"method {applied.spec.name!r} has no HF PEFT equivalent that "
             f"{applied.spec.distribution or 'its plugin'} can write: save it in peftplug's "
             "format (peftplug.save_adapter) instead"
         )
-    heads = saved_module_layers(model, name, applied.spec.name)
     plain = _plain_copy(model)
-    config = {
-        **equivalent.config,
-        "task_type": "SEQ_CLS" if task_head_names(model) else "CAUSAL_LM",
-        "modules_to_save": sorted(heads) or None,
-        "base_model_name_or_path": plain.config.name_or_path or None,
-    }
-    peft_model = peft.get_peft_model(plain, peft.get_peft_config(config))
+    peft_model = peft.get_peft_model(plain, peft.get_peft_config(adapter.config))
     live = dict(peft_model.named_parameters())
-    tensors = {**equivalent.tensors, **_head_tensors(heads, name, live)}
+    tensors = adapter.tensors
     unknown = sorted(set(tensors) - set(live))
     if unknown:
         raise ConfigError(
@@ -112,20 +102,3 @@ def _plain_copy(model: nn.Module) -> nn.Module:
             weights[base_name] = tensor.detach()
     plain.load_state_dict(weights, strict=True)
     return plain.to(next(model.parameters()).dtype).eval()
-
-
-def _head_tensors(
-    heads: dict[str, SavedModuleLayer], adapter_name: str, live: dict[str, nn.Parameter]
-) -> dict[str, torch.Tensor]:
-    """Each head copy's parameters under PEFT's name, ``...<path>.modules_to_save.default.*``."""
-    tensors = {}
-    for path, layer in heads.items():
-        for key, parameter in layer.modules_to_save[adapter_name].named_parameters():
-            suffix = f"{path}.modules_to_save.default.{key}"
-            matches = [name for name in live if name == suffix or name.endswith("." + suffix)]
-            if len(matches) != 1:
-                raise ConfigError(
-                    f"PEFT's model has no single place for the head tensor {suffix!r}"
-                )
-            tensors[matches[0]] = parameter
-    return tensors

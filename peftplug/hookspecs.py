@@ -87,9 +87,21 @@ def peftplug_peft_equivalent(
 ) -> PeftEquivalent | None:
     """The method's HF PEFT equivalent for this adapter (config and tensors), or ``None``.
 
-    ``peftplug.export_peft`` builds the PEFT model from it and lets PEFT write its own files,
-    so the export is exactly what PEFT saves. Methods without a PEFT equivalent return ``None``
-    and are refused with a clear error.
+    ``peftplug.save_adapter`` writes an adapter of this one method in PEFT's layout from it;
+    ``peftplug.export_peft`` builds the PEFT model from it and lets PEFT write its own files.
+    Methods without a PEFT equivalent return ``None``: their adapters keep peftplug's layout
+    and ``export_peft`` refuses them with a clear error.
+    """
+
+
+@hookspec(firstresult=True)
+def peftplug_peft_training_config(model: nn.Module, config: MethodConfig) -> dict[str, Any] | None:
+    """HF PEFT's config fields that train the same method with these options, or ``None``.
+
+    ``model`` is the plain base it will train on (for defaults that depend on it, such as the
+    target modules). The fields include ``peft_type``; the caller adds ``task_type`` and passes
+    them to ``peft.get_peft_config``. ``peftplug compare --vs-peft`` trains this next to the
+    method, for methods whose ``MethodSpec`` names a ``peft_type``.
     """
 
 

@@ -22,20 +22,21 @@ from torch import nn
 from peftplug.apply import apply, require_state
 from peftplug.errors import AdapterLoadError, ConfigError, PeftplugError, PluginError
 from peftplug.export import PEFT_FILES
+from peftplug.peft_layout import (
+    PEFT_BASE_PREFIXES,
+    PROMPT_LEARNING_BASE,
+    TUNER_BASE,
+    peft_adapter,
+    saved_name,
+)
 from peftplug.plugins import get_host
 from peftplug.rollback import rollback_on_error
-from peftplug.saved_modules import saved_module_layers
 from peftplug.serialization import FORMAT, method_tensors, refuse_meta_weights, refuse_non_finite
 from peftplug.state import peft_state
 from peftplug.targets import walk
 
 PEFT_CONFIG, PEFT_WEIGHTS = PEFT_FILES
 PEFT_PICKLE = "adapter_model.bin"
-PEFT_ADAPTER = "default"  # the adapter name in the PEFT model names the equivalent gives
-PROMPT_TENSOR = f"prompt_encoder.{PEFT_ADAPTER}.embedding.weight"
-PROMPT_SAVED = "prompt_embeddings"
-# where PEFT's model keeps the base: under a tuner (LoRA) or directly (prompt learning)
-PEFT_BASE_PREFIXES = ("base_model.model.", "base_model.")
 
 
 def read_peft_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -95,22 +96,6 @@ def refuse_peft_fields(
                 f"the HF PEFT adapter sets {field}={value!r}, a {peft_config['peft_type']} "
                 f"feature that peftplug's {method!r} does not have: it cannot be imported"
             )
-
-
-def _saved_name(name: str) -> str:
-    """The name in PEFT's file of the tensor that PEFT's model calls ``name``.
-
-    PEFT saves a prompt-learning adapter's tokens as ``prompt_embeddings``, drops the adapter
-    name before the parameter's own name (``_remove_adapter_name_from_state_dict_key``) and
-    saves DoRA's magnitude without ``.weight`` (``LoraModel._get_adapter_state_dict``).
-    """
-    if name == PROMPT_TENSOR:
-        return PROMPT_SAVED
-    module, _, parameter = name.rpartition(".")
-    module = module.removesuffix(f".{PEFT_ADAPTER}")
-    if module.endswith(".lora_magnitude_vector") and parameter == "weight":
-        return module
-    return f"{module}.{parameter}"
 
 
 def _options_from_peft(
@@ -190,20 +175,19 @@ def _targets(
     """Each name in PEFT's file mapped to the live tensor it fills, checked strictly."""
     state = require_state(model)
     (applied,) = [m for m in state.methods if m.adapter_name == adapter_name]
-    equivalent = get_host().hook.peftplug_peft_equivalent(
-        model=model, config=applied.config, adapter_name=adapter_name
-    )
-    if equivalent is None:
+    adapter = peft_adapter(model, applied)
+    if adapter is None:
         raise AdapterLoadError(
             f"method {method!r} with options {applied.config.to_dict()} has no HF PEFT "
             "equivalent, so PEFT's tensors have no place in it"
         )
-    targets = {_saved_name(name): tensor for name, tensor in equivalent.tensors.items()}
-    # PEFT saves a head copy under the head's own path: base_model.model.classifier.weight
-    for path, layer in saved_module_layers(model, adapter_name, method).items():
-        for key, tensor in layer.modules_to_save[adapter_name].state_dict(keep_vars=True).items():
-            names = [f"{prefix}{path}.{key}" for prefix in PEFT_BASE_PREFIXES]
-            targets[next((n for n in names if n in saved), names[0])] = tensor
+    targets = adapter.saved()
+    # PEFT saves a head copy under the head's path below the base, under the tuner or not
+    # (``base_model.model.classifier.weight``): take the place the file uses
+    for name in [saved_name(n) for n in adapter.tensors if ".modules_to_save." in n]:
+        path = name.removeprefix(TUNER_BASE).removeprefix(PROMPT_LEARNING_BASE)
+        other = next((f"{p}{path}" for p in PEFT_BASE_PREFIXES if f"{p}{path}" in saved), name)
+        targets[other] = targets.pop(name)
     _check_plugin(method, targets, method_tensors(model, state, adapter_name))
     _check_fits(targets, saved)
     return targets

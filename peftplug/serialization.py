@@ -1,9 +1,12 @@
-"""Adapter files: ``adapter_config.json`` + ``adapter_model.safetensors``, strict and atomic."""
+"""Reading adapter files strictly (``load_adapter``); ``peftplug.adapter_save`` writes them.
+
+Also reads Trainer checkpoints: since format version 2 they hold the adapter files; before,
+the methods were recorded in their ``config.json``.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,199 +16,57 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from peftplug.apply import CONFIG_RECORD, apply, require_state
-from peftplug.atomic import atomic_write_files, commit_with_record, directory_lock, finish_commit
-from peftplug.base_fingerprint import adapter_fingerprint, check_same_base
+from peftplug.adapter_save import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    FORMAT,
+    FORMAT_VERSION,
+    base_model_record,
+    config_digest,
+    dtype_name,
+    finish_interrupted_save,
+    method_tensors,
+    refuse_non_finite,
+    save_adapter,
+    write_adapter,
+)
+from peftplug.apply import CONFIG_RECORD, apply
+from peftplug.atomic import directory_lock
+from peftplug.base_fingerprint import check_same_base
 from peftplug.checkpoint_manifest import verify_manifest
-from peftplug.errors import AdapterLoadError, AdapterSaveError, PeftplugError
+from peftplug.errors import AdapterLoadError, PeftplugError
 from peftplug.hub import is_repo_id, snapshot
-from peftplug.model_card import CARD_NAME, is_model_card, model_card
+from peftplug.model_card import CARD_NAME
 from peftplug.plugins import get_host
-from peftplug.portable import portable_base
+from peftplug.pretrained import TRAINER_CONFIG
 from peftplug.rollback import rollback_on_error
-from peftplug.saved_modules import saved_module_tensors
-from peftplug.state import AppliedMethod, PeftState, peft_state
+from peftplug.state import peft_state, require_state
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-FORMAT = "peftplug-adapter"
-FORMAT_VERSION = 1
-TRAINER_CONFIG = "config.json"
-TRAINER_WEIGHTS = "model.safetensors"
+TRAINER_WEIGHTS = "model.safetensors"  # a checkpoint before format version 2
+READABLE_VERSIONS = (1, FORMAT_VERSION)
 
-
-def method_tensors(
-    model: nn.Module, state: PeftState, adapter_name: str | None = None
-) -> dict[str, torch.Tensor]:
-    """Every live tensor the applied methods own, by ``model.state_dict()`` name."""
-    return {
-        k: t
-        for applied in _selected(state, adapter_name)
-        for k, t in _tensors_of(model, applied).items()
-    }
-
-
-def _selected(state: PeftState, adapter_name: str | None) -> list[AppliedMethod]:
-    methods = [m for m in state.methods if adapter_name in (None, m.adapter_name)]
-    if not methods:
-        raise PeftplugError(
-            f"no adapter named {adapter_name!r}; this model has: {', '.join(state.adapter_names)}"
-        )
-    return methods
-
-
-def _tensors_of(model: nn.Module, applied: AppliedMethod) -> dict[str, torch.Tensor]:
-    tensors = get_host().hook.peftplug_state_dict(
-        model=model, config=applied.config, adapter_name=applied.adapter_name
-    )
-    if tensors is None:
-        raise PeftplugError(
-            f"plugin {applied.spec.plugin!r} does not implement peftplug_state_dict for "
-            f"{applied.spec.name!r}: its tensors cannot be saved"
-        )
-    tensors = {**tensors, **saved_module_tensors(model, applied.adapter_name, applied.spec.name)}
-    live = model.state_dict(keep_vars=True)
-    for key, tensor in tensors.items():
-        if live.get(key) is not tensor:
-            raise PeftplugError(
-                f"plugin {applied.spec.plugin!r} returned {key!r}, which is not the live tensor "
-                "of that name in model.state_dict(): a plugin bug"
-            )
-    return dict(tensors)
-
-
-def save_adapter(
-    model: nn.Module,
-    directory: str | Path,
-    *,
-    adapter_name: str | None = None,
-    allow_non_finite: bool = False,
-    metrics: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write the adapter (all adapters by default) to ``directory``; returns the directory.
-
-    A tensor holding NaN or Inf (a diverged run) is refused unless ``allow_non_finite``. A
-    ``README.md`` model card goes beside it, with ``metrics`` (e.g. held-out accuracy) if given.
-    """
-    state = require_state(model)
-    methods = _selected(state, adapter_name)
-    tensors: dict[str, torch.Tensor] = {}
-    manifest: dict[str, dict[str, Any]] = {}
-    for index, applied in enumerate(methods):
-        for key, tensor in _tensors_of(model, applied).items():
-            if key in tensors:
-                continue  # a module shared by several adapters, e.g. a task head
-            tensors[key] = tensor.detach().to("cpu", copy=True).contiguous()
-            manifest[key] = {
-                "shape": list(tensor.shape),
-                "dtype": _dtype_name(tensor),
-                "method": index,
-            }
-    if not allow_non_finite:
-        refuse_non_finite(tensors, AdapterSaveError, "save it anyway with allow_non_finite=True")
-    weights = safetensors.torch.save(tensors, metadata={"format": "pt"})
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "peftplug_version": importlib.metadata.version("peftplug"),
-        "base_model": {
-            **base_model_record(model),
-            "fingerprint": adapter_fingerprint(model, state, methods, tensors),
-        },
-        "active_adapter": state.active_adapter,
-        "methods": [applied.record() for applied in methods],
-        "tensors": manifest,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
-    }
-    config["config_sha256"] = config_digest(config)
-    card = model_card(config, sum(t.numel() for t in tensors.values()), metrics)
-    directory = Path(directory)
-    write_adapter(directory, weights, config, {CARD_NAME: card.encode()})
-    return directory
-
-
-def write_adapter(
-    directory: Path,
-    weights: bytes,
-    config: dict[str, Any],
-    extra_files: Mapping[str, bytes] | None = None,
-) -> None:
-    """Commit both files as one unit (``commit_with_record``): the config names the weights.
-
-    ``extra_files`` (the model card) are then written atomically each, under the same lock,
-    but never over a file peftplug did not write (a user's own README); they are not part of
-    the commit.
-    """
-    if directory.exists() and not directory.is_dir():
-        raise AdapterSaveError(
-            f"cannot save the adapter to {directory}: it is a file, and an adapter is a directory "
-            f"holding {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}; pass a directory path"
-        )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with directory_lock(directory):
-            _finish_interrupted_save(directory)
-            commit_with_record(
-                directory,
-                (ADAPTER_WEIGHTS, weights),
-                (ADAPTER_CONFIG, (json.dumps(config, indent=2) + "\n").encode()),
-                config["weights_sha256"],
-            )
-            extra = {directory / name: data for name, data in (extra_files or {}).items()}
-            atomic_write_files({path: d for path, d in extra.items() if _ours_or_absent(path)})
-    except OSError as error:
-        raise AdapterSaveError(
-            f"cannot save the adapter to {directory}: {error.strerror or error}; the directory "
-            "keeps a complete adapter (the previous one, if it held one): free space or fix the "
-            "permissions and save again"
-        ) from error
-
-
-def _ours_or_absent(path: Path) -> bool:
-    """Whether ``path`` is free to (re)write: missing, or a model card peftplug wrote."""
-    try:
-        return is_model_card(path.read_bytes())
-    except FileNotFoundError:
-        return True
-
-
-def _finish_interrupted_save(directory: Path) -> None:
-    """Complete or discard what a killed save left in ``directory`` (see ``finish_commit``)."""
-    finish_commit(directory, ADAPTER_WEIGHTS, ADAPTER_CONFIG, _committed_digest(directory))
-
-
-def _committed_digest(directory: Path) -> str | None:
-    try:
-        config = json.loads((directory / ADAPTER_CONFIG).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    digest = config.get("weights_sha256") if isinstance(config, dict) else None
-    return digest if isinstance(digest, str) else None
-
-
-def base_model_record(model: nn.Module) -> dict[str, Any]:
-    """What identifies the base model an adapter was made for, portably (``portable_base``)."""
-    config = getattr(model, "config", None)
-    name_or_path = getattr(config, "name_or_path", None)
-    name, source = portable_base(name_or_path) if name_or_path else (type(model).__name__, "class")
-    return {
-        "name_or_path": name,
-        "source": source,
-        "model_type": getattr(config, "model_type", None),
-        "architectures": getattr(config, "architectures", None),
-    }
-
-
-def _dtype_name(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")
+__all__ = [  # the writing side, kept importable from here
+    "ADAPTER_CONFIG",
+    "ADAPTER_WEIGHTS",
+    "FORMAT",
+    "config_digest",
+    "load_adapter",
+    "method_tensors",
+    "read_adapter",
+    "refuse_meta_weights",
+    "refuse_non_finite",
+    "save_adapter",
+    "write_adapter",
+]
 
 
 def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The description and tensors of a saved adapter or a Trainer checkpoint, verified.
+    """A saved adapter's or Trainer checkpoint's description and tensors (by state-dict name).
 
-    First completes or discards what a killed ``save_adapter`` left there, under the lock a
-    save holds, so a load never sees half a save. A ``user/repo`` that is not a local directory
-    is a Hub id, read from huggingface_hub's cache (downloaded first unless offline).
+    Verified: checksums, manifests, format version. First completes or discards what a killed
+    ``save_adapter`` left there, under the lock a save holds, so a load never sees half a save.
+    A ``user/repo`` that is not a local directory is a Hub id, read from huggingface_hub's cache
+    (downloaded first unless offline).
     """
     if is_repo_id(directory) and not Path(directory).is_dir():
         directory = snapshot(str(directory), [ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD_NAME])
@@ -213,12 +74,13 @@ def read_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch
     if not directory.is_dir():
         return _read_files(directory)
     with directory_lock(directory):
-        _finish_interrupted_save(directory)
+        finish_interrupted_save(directory)
         return _read_files(directory)
 
 
 def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     if (directory / ADAPTER_CONFIG).is_file():
+        verify_manifest(directory, AdapterLoadError)  # a Trainer checkpoint's, where there is one
         config = _read_json(directory / ADAPTER_CONFIG)
         _check_format(config, directory / ADAPTER_CONFIG)
         if config.get("config_sha256") != config_digest(config):
@@ -235,7 +97,7 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
             )
         tensors = _parse_safetensors(data, directory / ADAPTER_WEIGHTS)
         _check_manifest(config.get("tensors", {}), tensors, directory)
-        return config, tensors
+        return config, _by_live_name(config.get("tensors", {}), tensors, directory)
     if (directory / TRAINER_CONFIG).is_file():
         record = _read_json(directory / TRAINER_CONFIG).get(CONFIG_RECORD)
         if record is not None:
@@ -243,7 +105,7 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
             tensors = _parse_safetensors(
                 _read_bytes(directory / TRAINER_WEIGHTS), directory / TRAINER_WEIGHTS
             )
-            return {"methods": record["methods"], "base_model": {}}, tensors
+            return {"format_version": 1, "methods": record["methods"], "base_model": {}}, tensors
     raise AdapterLoadError(
         f"no adapter in {directory}: expected {ADAPTER_CONFIG} (written by peftplug.save_adapter) "
         f"or a Trainer checkpoint whose {TRAINER_CONFIG} has a {CONFIG_RECORD!r} entry"
@@ -253,10 +115,11 @@ def _read_files(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
 def _check_format(config: dict[str, Any], path: Path) -> None:
     """Refuse what is not a peftplug adapter this version reads, saying what it is instead."""
     fmt, version = config.get("format"), config.get("format_version")
-    if fmt != FORMAT and "peft_type" in config:
+    if fmt != FORMAT and isinstance(config.get("peft_type"), str):
         raise AdapterLoadError(
             f"{path} is an HF PEFT adapter (peft_type {config['peft_type']!r}), not a peftplug "
-            "one: load it with peft.PeftModel.from_pretrained"
+            "one: import it with peftplug.import_peft(model, directory), or load it with "
+            "peft.PeftModel.from_pretrained"
         )
     if fmt != FORMAT:
         raise AdapterLoadError(
@@ -268,29 +131,11 @@ def _check_format(config: dict[str, Any], path: Path) -> None:
             f"{path} has format version {version}, newer than this peftplug reads "
             f"({FORMAT_VERSION}): upgrade peftplug"
         )
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise AdapterLoadError(
-            f"{path} has an invalid format_version {version!r} (expected {FORMAT_VERSION}): the "
-            "file was edited or damaged; save the adapter again"
+            f"{path} has an invalid format_version {version!r} (expected one of "
+            f"{READABLE_VERSIONS}): the file was edited or damaged; save the adapter again"
         )
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """SHA-256 of the config's canonical JSON, without the digest itself."""
-    body = {key: value for key, value in config.items() if key != "config_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def refuse_non_finite(
-    tensors: Mapping[str, torch.Tensor], error: type[PeftplugError], fix: str
-) -> None:
-    """Raise ``error`` naming the first floating-point tensor that holds NaN or Inf."""
-    for key, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise error(
-                f"tensor {key!r} holds NaN or Inf (a diverged run, or a damaged file): lower the "
-                f"learning rate or resume from an earlier checkpoint; or {fix}"
-            )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -327,7 +172,7 @@ def _check_manifest(
         if (
             tensor is None
             or list(tensor.shape) != entry["shape"]
-            or _dtype_name(tensor) != entry["dtype"]
+            or dtype_name(tensor) != entry["dtype"]
         ):
             raise AdapterLoadError(
                 f"{directory}: tensor {key!r} does not match the manifest in {ADAPTER_CONFIG}; "
@@ -336,6 +181,27 @@ def _check_manifest(
     extra = sorted(set(tensors) - set(manifest))
     if extra:
         raise AdapterLoadError(f"{directory}: tensors not in the manifest: {', '.join(extra[:5])}")
+
+
+def _by_live_name(
+    manifest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], directory: Path
+) -> dict[str, torch.Tensor]:
+    """The tensors by ``model.state_dict()`` name, the manifest's ``name`` of each (version 2).
+
+    A value PEFT reads that peftplug computes from its own tensors (``name`` null) is left out.
+    """
+    live: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        name = manifest[key].get("name", key)
+        if name is None:
+            continue
+        if not isinstance(name, str) or name in live:
+            raise AdapterLoadError(
+                f"{directory}: the manifest in {ADAPTER_CONFIG} gives tensor {key!r} the name "
+                f"{name!r}, which is not a single tensor's name: save the adapter again"
+            )
+        live[name] = tensor
+    return live
 
 
 def load_adapter(

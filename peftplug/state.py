@@ -10,6 +10,7 @@ from torch import nn
 
 from peftplug.config import MethodConfig
 from peftplug.contracts import MethodSpec
+from peftplug.errors import PeftplugError
 from peftplug.layers import AdapterLayer
 
 STATE_ATTRIBUTE = "_peftplug_state"
@@ -57,6 +58,17 @@ class PeftState:
 def peft_state(model: nn.Module) -> PeftState | None:
     """The state of a patched model, or ``None`` for a plain one."""
     return getattr(model, STATE_ATTRIBUTE, None)
+
+
+def require_state(model: nn.Module) -> PeftState:
+    """The model's peftplug state, or an error saying how to get one."""
+    state = peft_state(model)
+    if state is None:
+        raise PeftplugError(
+            "this model has no peftplug methods applied: call peftplug.apply(model, [...]) "
+            "or train it with PeftArguments(peft_plugins=[...]) first"
+        )
+    return state
 
 
 def adapter_layers(model: nn.Module) -> Iterator[tuple[str, AdapterLayer]]:

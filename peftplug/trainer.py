@@ -18,7 +18,6 @@ from peftplug.errors import ConfigError, PeftplugError
 from peftplug.optim import build_param_groups
 from peftplug.plugins import get_host
 from peftplug.portable import portable_training_args
-from peftplug.serialization import method_tensors
 from peftplug.state import PeftState, peft_state
 from peftplug.trl_support import subclass_kwargs
 
@@ -103,7 +102,6 @@ class TrainerSession:
                     "pass a plain model, or drop peft_plugins from the args"
                 )
         assert state is not None
-        _save_only_adapter_tensors(model, state)
         if not self.method_callbacks:
             for applied_method in state.methods:
                 for callbacks in get_host().hook.peftplug_trainer_callbacks(
@@ -111,15 +109,6 @@ class TrainerSession:
                 ):
                     self.method_callbacks.extend(callbacks or [])
         return state
-
-
-def _save_only_adapter_tensors(model: nn.Module, state: PeftState) -> None:
-    """Make every Trainer checkpoint hold only what trains or belongs to a method."""
-    keep = {name for name, p in model.named_parameters() if p.requires_grad}
-    keep.update(method_tensors(model, state))
-    if state.original_keys_to_ignore_on_save is None:
-        state.original_keys_to_ignore_on_save = getattr(model, "_keys_to_ignore_on_save", None)
-    model._keys_to_ignore_on_save = sorted(set(model.state_dict()) - keep)
 
 
 class PeftCallback(TrainerCallback):

@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 from transformers import BertTokenizerFast
 
+import peftplug.compare
 from peftplug.cli import main
 from peftplug.compare.arguments import parse_learning_rates, parse_overrides
 from peftplug.compare.data_files import read_labelled
@@ -101,8 +102,8 @@ def test_rows_come_in_order_with_baselines_and_peft(report: dict[str, Any]) -> N
     assert report["status"] == "complete"
     assert [row["label"] for row in report["rows"]] == [
         "untrained",
-        "head",
         "full",
+        "head",
         "bitfit",
         "lora",
         "lora (HF PEFT)",
@@ -344,10 +345,15 @@ def test_config_overrides_parse_values_and_name_the_form() -> None:
 
 def test_plan_puts_baselines_first_and_applies_declared_defaults(tmp_path: Path) -> None:
     rows = plan_rows(Workload(), tmp_path, methods=["lora"], overrides={"lora": {"r": 4}})
-    assert [r.label for r in rows] == ["untrained", "head", "full", "lora"]
+    assert [r.label for r in rows] == ["untrained", "full", "head", "lora"]  # declared baselines
     lora = rows[-1]
     assert lora.options == {"r": 4, "alpha": 16} and lora.learning_rate == 2e-3
     assert lora.adapter_dir == str(tmp_path / "adapters" / "lora")
+    assert lora.search_learning_rate
+    fixed = plan_rows(Workload(), tmp_path, methods=["lora"], learning_rates={"lora": 1e-3})
+    assert not fixed[-1].search_learning_rate and fixed[-1].learning_rate == 1e-3
+    peft_rows = plan_rows(Workload(), tmp_path, methods=["lora", "bitfit"], vs_peft=True)
+    assert [r.label for r in peft_rows if r.kind == "peft"] == ["lora (HF PEFT)"]  # peft_type
     with pytest.raises(ConfigError, match="bitfit"):
         plan_rows(Workload(), tmp_path, methods=["lora"], overrides={"bitfit": {}})
     with pytest.raises(Exception, match="unknown plugin 'lorra'"):
@@ -373,3 +379,16 @@ def test_user_data_needs_its_columns(tmp_path: Path) -> None:
     bad.write_text("sentence,label\nhello,1\n")
     with pytest.raises(ConfigError, match="needs the columns text, label"):
         read_labelled(bad)
+
+
+def test_compare_names_no_method() -> None:
+    """Methods come from their plugins' declarations and hooks, never from compare's source."""
+    source = Path(peftplug.compare.__file__).parent
+    names = ("lora", "prefix", "prompt", "ptuning", "head", "full")
+    found = [
+        f"{path.name}: {name}"
+        for path in sorted(source.glob("*.py"))
+        for name in names
+        if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
+    ]
+    assert not found

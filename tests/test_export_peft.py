@@ -4,103 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import peftplug_prefix
 import peftplug_ptuning
 import pytest
 import torch
-from peftplug_prefix.testing import show_peft_the_cache_parameter
+from peftplug_prefix.testing import as_in_peft_prefix
 from torch import nn
 
 import peftplug
 from peftplug.export import PEFT_FILES
+from peftplug.testing.peft_oracle import (
+    CASES,
+    assert_same_as_peft,
+    batch_for,
+    logits,
+    train,
+    trained,
+)
 from peftplug.testing.tiny_models import (
     causal_lm_batch,
     classification_batch,
     tiny_bert_classifier,
-    tiny_gpt2,
     tiny_llama,
 )
 
 peft = pytest.importorskip("peft")
-
-CASES: dict[str, tuple[Any, str, dict[str, Any]]] = {
-    "lora-bert-head": (tiny_bert_classifier, "lora", {"r": 4, "alpha": 8}),
-    "lora-llama-rslora-all-linear": (
-        tiny_llama,
-        "lora",
-        {"r": 4, "use_rslora": True, "target_modules": "all-linear"},
-    ),
-    "lora-gpt2-conv1d": (tiny_gpt2, "lora", {"r": 4, "target_modules": ["c_attn", "c_proj"]}),
-    "dora-llama": (
-        tiny_llama,
-        "lora",
-        {"r": 4, "use_dora": True, "target_modules": ["q_proj", "v_proj"]},
-    ),
-    "dora-bert-head": (tiny_bert_classifier, "lora", {"r": 4, "use_dora": True}),
-    "prompt-llama": (tiny_llama, "prompt", {"num_virtual_tokens": 3, "init": "random"}),
-    "prompt-bert-head": (tiny_bert_classifier, "prompt", {"num_virtual_tokens": 3}),
-    "ptuning-llama-lstm": (
-        tiny_llama,
-        "ptuning",
-        {"num_virtual_tokens": 3, "encoder": "lstm", "encoder_hidden_size": 16},
-    ),
-    "ptuning-bert-head-mlp": (
-        tiny_bert_classifier,
-        "ptuning",
-        {"num_virtual_tokens": 3, "encoder_hidden_size": 16},
-    ),
-    "prefix-llama-mlp": (
-        tiny_llama,
-        "prefix",
-        {"num_virtual_tokens": 3, "encoder_hidden_size": 16},
-    ),
-    "prefix-bert-head": (
-        tiny_bert_classifier,
-        "prefix",
-        {"num_virtual_tokens": 3, "projection": False},
-    ),
-}
-
-
-def batch_for(model: nn.Module) -> dict[str, torch.Tensor]:
-    return classification_batch() if hasattr(model, "classifier") else causal_lm_batch()
-
-
-def train(model: nn.Module, steps: int = 2) -> nn.Module:
-    """A few SGD steps on what trains (the active adapter)."""
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model(**batch_for(model)).loss.backward()
-        optimizer.step()
-    return model.eval()
-
-
-def trained(make: Any, method: str, options: dict[str, Any]) -> nn.Module:
-    return train(peftplug.apply(make(), [method], {method: options}))
-
-
-def logits(model: nn.Module, batch: dict[str, torch.Tensor], **extra: torch.Tensor) -> torch.Tensor:
-    model.eval()
-    with torch.no_grad():
-        return model(**{k: v for k, v in batch.items() if k != "labels"}, **extra).logits
-
-
-def as_in_peft_prefix(
-    loaded: nn.Module, batch: dict[str, torch.Tensor], tokens: int
-) -> dict[str, torch.Tensor]:
-    """The ``position_ids`` that number our tokens as PEFT's prefix tuning does: its prefix is its
-    KV cache, so the real tokens start at ``tokens`` (ours at 0). Also lets ``loaded`` (PEFT's
-    model) find a classifier's cache parameter, renamed by transformers 5.24."""
-    if hasattr(loaded.base_model, "classifier"):
-        show_peft_the_cache_parameter(
-            loaded.base_model.get_submodule(loaded.transformer_backbone_name)
-        )
-    batch_size, length = batch["input_ids"].shape
-    return {"position_ids": torch.arange(tokens, tokens + length).expand(batch_size, -1)}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -113,10 +42,7 @@ def test_the_export_loads_in_hf_peft_with_the_same_outputs(case: str, tmp_path: 
     extra: dict[str, torch.Tensor] = {}
     if method == "prefix":
         extra = as_in_peft_prefix(loaded, batch, options["num_virtual_tokens"])
-    ours, theirs = logits(model, batch, **extra), logits(loaded, batch)
-    if theirs.shape != ours.shape:  # PEFT's causal LM keeps the virtual positions' logits
-        theirs = theirs[:, theirs.shape[1] - ours.shape[1] :]
-    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    assert_same_as_peft(model, loaded, batch, extra)
 
 
 @pytest.mark.parametrize(

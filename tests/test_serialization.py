@@ -42,8 +42,14 @@ def _rewrite(directory: Path, tensors: dict[str, torch.Tensor], edit_config=None
     """Rewrite an adapter consistently (manifest and both checksums), as a tool might."""
     config = json.loads((directory / ADAPTER_CONFIG).read_text())
     data = safetensors.torch.save(tensors)
+    live_name = {k: entry["name"] for k, entry in config["tensors"].items()}
     config["tensors"] = {
-        k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "method": 0}
+        k: {
+            "shape": list(t.shape),
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "method": 0,
+            "name": live_name.get(k, k),
+        }
         for k, t in tensors.items()
     }
     config["weights_sha256"] = hashlib.sha256(data).hexdigest()
@@ -63,7 +69,7 @@ def test_config_records_methods_versions_base_model_and_manifest(tmp_path: Path)
     assert config["base_model"]["model_type"] == "bert"
     weights = safetensors.torch.load_file(tmp_path / ADAPTER_WEIGHTS)
     assert set(config["tensors"]) == set(weights)
-    assert all(".lora_" in k or k.startswith("classifier.") for k in weights)
+    assert all(".lora_" in k or k.startswith("base_model.model.classifier.") for k in weights)
 
 
 def test_round_trip_is_exact(tmp_path: Path) -> None:
@@ -100,6 +106,7 @@ def test_unexpected_and_missing_tensors_are_named(tmp_path: Path) -> None:
     tensors = safetensors.torch.load_file(tmp_path / ADAPTER_WEIGHTS)
     dropped = sorted(tensors)[0]
     del tensors[dropped]
+    dropped = json.loads((tmp_path / ADAPTER_CONFIG).read_text())["tensors"][dropped]["name"]
     tensors["bert.extra.weight"] = torch.zeros(2)
     _rewrite(tmp_path, tensors)
     model = tiny_bert_classifier()
@@ -127,7 +134,9 @@ def test_adapter_for_another_model_names_both_models(tmp_path: Path) -> None:
     _trained_adapter(tmp_path)
     other = tiny_bert_classifier(hidden_size=48)
     before = _snapshot(other)
-    with pytest.raises(peftplug.AdapterLoadError, match=r"shape \[4, 32\] in the adapter but \[4, 48\]"):
+    with pytest.raises(
+        peftplug.AdapterLoadError, match=r"shape \[4, 32\] in the adapter but \[4, 48\]"
+    ):
         peftplug.load_adapter(other, tmp_path)
     _assert_untouched(other, before)
 

@@ -36,7 +36,7 @@ def parse_assignment(text: str, flag: str) -> tuple[str, str]:
 
 
 def parse_overrides(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """``["lora.r=16", "lora.target_modules=[query,value]"]`` -> ``{"lora": {"r": 16, ...}}``."""
+    """``["m.r=16", "m.target_modules=[query,value]"]`` -> ``{"m": {"r": 16, ...}}``."""
     overrides: dict[str, dict[str, Any]] = {}
     for item in items or []:
         key, value = parse_assignment(item, "--config")
@@ -50,7 +50,7 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def parse_learning_rates(items: Sequence[str] | None) -> dict[str, float]:
-    """``["lora=5e-4"]`` -> ``{"lora": 0.0005}``."""
+    """``["m=5e-4"]`` -> ``{"m": 0.0005}``."""
     rates: dict[str, float] = {}
     for item in items or []:
         method, value = parse_assignment(item, "--lr")
@@ -179,7 +179,7 @@ EXPORT_FORMATS = ("peftplug", "peft", "merged")
 
 
 def method_list(text: str | None) -> list[str] | None:
-    """``"lora,bitfit"`` -> ``["lora", "bitfit"]``."""
+    """``"m1,m2"`` -> ``["m1", "m2"]``."""
     if text is None:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]

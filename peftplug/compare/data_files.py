@@ -7,6 +7,7 @@ so that no example is both trained on and held out, and so are texts given more 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import csv
 import io
 import json
@@ -18,7 +19,7 @@ from peftplug.data.datasets import LabelledText, PromptCompletion, unique
 from peftplug.errors import ConfigError
 
 TEXT_COLUMNS = ("text", "label")
-CHAT_COLUMNS = ("prompt", "completion")
+CHAT_COLUMNS = tuple(field.name for field in dataclasses.fields(PromptCompletion))
 BYTE_ORDER_MARKS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16"),
@@ -156,7 +157,7 @@ def read_prompt_completions(path: str | Path) -> tuple[list[PromptCompletion], l
     """Prompt/completion pairs without exact repeats, and what cleaning did."""
     rows = read_rows(path)
     _require(rows, CHAT_COLUMNS, path)
-    pairs = [PromptCompletion(str(row["prompt"]), str(row["completion"])) for row in rows]
+    pairs = [PromptCompletion(*(str(row[column]) for column in CHAT_COLUMNS)) for row in rows]
     kept = unique(pairs)
     notes = [f"{path}: {len(rows)} rows"]
     if len(kept) < len(pairs):

@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.compare.options import RowSpec, Workload
-from peftplug.compare.peft_rows import PEFT_METHODS
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
 
-# Methods that are baselines rather than parameter-efficient methods; listed first.
-BASELINE_METHODS: tuple[str, ...] = ("head", "full")
 UNTRAINED_LABEL = "untrained"
 
 
@@ -39,9 +36,10 @@ def plan_rows(
     chosen = list(methods) if methods else installed
     for name in chosen:
         host.method(name)  # a typo is an error now, naming the installed methods
+    is_baseline = {name: host.methods[name].comparison_defaults.baseline for name in installed}
     if baselines:
-        chosen = [m for m in BASELINE_METHODS if m in installed and m not in chosen] + chosen
-    chosen = sorted(dict.fromkeys(chosen), key=_baselines_first)
+        chosen = [m for m in installed if is_baseline[m] and m not in chosen] + chosen
+    chosen = sorted(dict.fromkeys(chosen), key=lambda name: (not is_baseline[name], name))
     for kind, names in (("--config", overrides or {}), ("--lr", learning_rates or {})):
         stray = sorted(set(names) - set(chosen))
         if stray:
@@ -63,7 +61,7 @@ def plan_rows(
                 name, "method", workload, name, options, learning_rate, str(adapters / name), search
             )
         )
-        if vs_peft and name in PEFT_METHODS:
+        if vs_peft and host.method(name).peft_type is not None:
             label = f"{name} (HF PEFT)"
             rows.append(
                 RowSpec(
@@ -78,9 +76,3 @@ def plan_rows(
                 )
             )
     return rows
-
-
-def _baselines_first(name: str) -> tuple[int, str]:
-    if name in BASELINE_METHODS:
-        return (BASELINE_METHODS.index(name), "")
-    return (len(BASELINE_METHODS), name)

@@ -80,11 +80,11 @@ def test_an_unedited_config_still_loads_exactly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"format": None}, "is not a peftplug adapter"),
+        ({"format": None, "peft_type": None}, "is not a peftplug adapter"),
         ({"format_version": None}, "invalid format_version None"),
         ({"format_version": 0}, "invalid format_version 0"),
         ({"format_version": "1"}, "invalid format_version '1'"),
-        ({"format_version": 2}, "newer than this peftplug reads"),
+        ({"format_version": 3}, "newer than this peftplug reads"),
         ({"format": None, "peft_type": "LORA"}, "is an HF PEFT adapter"),
     ],
 )

@@ -36,7 +36,9 @@ def peftplug_prepare_model(
 
 
 @hookimpl
-def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+def peftplug_modules_to_save(
+    model: nn.Module, config: object, adapter_name: str
+) -> list[str] | None:
     if not isinstance(config, AdapterConfig):
         return None
     return saved_module_names(model, config)

@@ -39,7 +39,9 @@ def peftplug_prepare_model(
 
 
 @hookimpl
-def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+def peftplug_modules_to_save(
+    model: nn.Module, config: object, adapter_name: str
+) -> list[str] | None:
     if not isinstance(config, BitFitConfig):
         return None
     return task_head_names(model) if config.train_head else []

@@ -22,7 +22,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             "full",
             FullConfig,
             "Full fine-tuning: every parameter trains",
-            comparison={"learning_rate": 1e-4},
+            comparison={"learning_rate": 1e-4, "baseline": True},
             starts_at_base=True,
             trains_in_place=True,
         )
@@ -42,7 +42,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             "head",
             HeadConfig,
             "Train only the task head on a frozen backbone",
-            comparison={"learning_rate": 1e-2},
+            comparison={"learning_rate": 1e-2, "baseline": True},
             starts_at_base=True,
         )
     )
@@ -70,7 +70,9 @@ def peftplug_prepare_model(
 
 
 @hookimpl
-def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+def peftplug_modules_to_save(
+    model: nn.Module, config: object, adapter_name: str
+) -> list[str] | None:
     if not isinstance(config, FullConfig | PartialConfig | HeadConfig):
         return None
     return saved_modules(model, config)

@@ -92,7 +92,9 @@ class LoraLinear(AdapterLayer):
         hidden = x.to(lora_a.dtype)
         if name in self.lora_dropout:
             hidden = self.lora_dropout[name](hidden)
-        update = nn.functional.linear(nn.functional.linear(hidden, lora_a), self.lora_B[name].weight)
+        update = nn.functional.linear(
+            nn.functional.linear(hidden, lora_a), self.lora_B[name].weight
+        )
         # In place: the base output is not needed by its own backward, so this saves a copy.
         return result.add_(update.to(result.dtype), alpha=self.scaling[name])
 

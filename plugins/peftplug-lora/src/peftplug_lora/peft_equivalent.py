@@ -13,6 +13,8 @@ from torch import nn
 
 from peftplug import ConfigError, PeftEquivalent
 from peftplug.import_peft import refuse_peft_fields
+from peftplug.saved_modules import resolve_modules_to_save
+from peftplug.targets import find_targets
 from peftplug_lora.config import LoraConfig
 from peftplug_lora.dora import DoraVariant
 from peftplug_lora.layer import LoraLinear
@@ -131,3 +133,19 @@ def options_from_peft(peft_config: Mapping[str, Any]) -> tuple[str, dict[str, An
         "modules_to_save": peft_config["modules_to_save"],
     }
     return "lora", options
+
+
+def peft_training_config(model: nn.Module, config: LoraConfig) -> dict[str, Any]:
+    """PEFT's LoRA fields training these options on the plain ``model``: the same layers (as
+    full paths), the same heads saved in full."""
+    return {
+        "peft_type": "LORA",
+        "r": config.r,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "use_rslora": config.use_rslora,
+        "use_dora": config.use_dora,
+        "bias": config.bias,
+        "target_modules": find_targets(model, config),
+        "modules_to_save": resolve_modules_to_save(model, config.modules_to_save) or None,
+    }

@@ -14,7 +14,7 @@ from peftplug.saved_modules import resolve_modules_to_save
 from peftplug.targets import LINEAR_TYPES
 from peftplug_lora.config import LoraConfig
 from peftplug_lora.layer import LoraLinear
-from peftplug_lora.peft_equivalent import options_from_peft, peft_equivalent
+from peftplug_lora.peft_equivalent import options_from_peft, peft_equivalent, peft_training_config
 
 
 @hookimpl
@@ -26,6 +26,7 @@ def peftplug_register_methods(register: Callable[[MethodSpec], None]) -> None:
             "Low-rank adaptation of linear layers (LoRA)",
             comparison={"learning_rate": 2e-3, "options": {"r": 8, "alpha": 16}},
             starts_at_base=True,
+            peft_type="LORA",
         )
     )
 
@@ -60,7 +61,9 @@ def peftplug_replace_module(
 
 
 @hookimpl
-def peftplug_modules_to_save(model: nn.Module, config: object, adapter_name: str) -> list[str] | None:
+def peftplug_modules_to_save(
+    model: nn.Module, config: object, adapter_name: str
+) -> list[str] | None:
     if not isinstance(config, LoraConfig):
         return None
     return resolve_modules_to_save(model, config.modules_to_save)
@@ -94,6 +97,13 @@ def peftplug_peft_equivalent(
     if not isinstance(config, LoraConfig):
         return None
     return peft_equivalent(model, config, adapter_name)
+
+
+@hookimpl
+def peftplug_peft_training_config(model: nn.Module, config: object) -> dict[str, Any] | None:
+    if not isinstance(config, LoraConfig):
+        return None
+    return peft_training_config(model, config)
 
 
 @hookimpl

@@ -76,8 +76,15 @@ def prefix_attention_forward(
         prefix = slot.store.layer_prefix(slot.layer)
     if prefix is None:
         return sdpa_attention_forward(
-            module, query, key, value, attention_mask,
-            dropout=dropout, scaling=scaling, is_causal=is_causal, **kwargs,
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            is_causal=is_causal,
+            **kwargs,
         )
     for unsupported in ("softcap", "position_bias", "sinks", "s_aux"):
         if kwargs.get(unsupported) is not None:
@@ -90,8 +97,15 @@ def prefix_attention_forward(
     causal = bool(causal and attention_mask is None and query.shape[2] > 1)
     prefix_key, prefix_value = (tensor.to(query.dtype) for tensor in prefix)
     out = attend_with_prefix(
-        query, key, value, prefix_key, prefix_value, attention_mask,
-        is_causal=causal, scale=scaling, dropout_p=dropout,
+        query,
+        key,
+        value,
+        prefix_key,
+        prefix_value,
+        attention_mask,
+        is_causal=causal,
+        scale=scaling,
+        dropout_p=dropout,
     )
     return out.transpose(1, 2).contiguous(), None
 

@@ -34,7 +34,9 @@ def initial_token_ids(model: nn.Module, embedding: nn.Embedding, config: PrefixC
     return torch.randint(0, embedding.weight.shape[0], (count,)).tolist()
 
 
-def initial_prefix(model: nn.Module, embedding: nn.Embedding, config: PrefixConfig) -> InitialPrefix:
+def initial_prefix(
+    model: nn.Module, embedding: nn.Embedding, config: PrefixConfig
+) -> InitialPrefix:
     """Run the model once on the starting tokens, recording every attention layer's keys/values.
 
     The recording also finds the attention modules (those that call the attention interface,

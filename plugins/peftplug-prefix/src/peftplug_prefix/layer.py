@@ -39,7 +39,9 @@ class PrefixEncoder(nn.Module):
     squares at the start so the prefixes begin at the given keys and values.
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, hidden_size: int, width: int) -> None:
+    def __init__(
+        self, keys: torch.Tensor, values: torch.Tensor, hidden_size: int, width: int
+    ) -> None:
         super().__init__()
         layers, kv_heads, positions, key_dim = keys.shape
         self.layers, self.kv_heads = layers, kv_heads

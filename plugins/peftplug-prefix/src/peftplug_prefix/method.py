@@ -8,6 +8,8 @@ implementation it had; each adapter's recording run points the attention modules
 
 from __future__ import annotations
 
+from typing import Any
+
 from peftplug_prompt.virtual_tokens import VirtualTokenMethod, base_input_embedding
 from torch import nn
 
@@ -41,6 +43,7 @@ class PrefixTuning(VirtualTokenMethod):
         PrefixConfig,
         "Prefix tuning: learned keys and values in every layer",
         comparison={"learning_rate": 1e-2, "options": {"projection": False}},
+        peft_type="PREFIX_TUNING",
     )
     param_group = "prefix"
 
@@ -69,6 +72,16 @@ class PrefixTuning(VirtualTokenMethod):
         else:
             prefix = PrefixKeyValues(start.keys, start.values)
         return prefix.to(start.keys.device)
+
+    def peft_training_config(self, model: nn.Module, config: PrefixConfig) -> dict[str, Any] | None:
+        """PEFT's prefix tuning, with the reparameterisation MLP when ours has one."""
+        hidden = config.encoder_hidden_size or model.config.hidden_size
+        return {
+            "peft_type": "PREFIX_TUNING",
+            "num_virtual_tokens": config.num_virtual_tokens,
+            "prefix_projection": config.projection,
+            "encoder_hidden_size": hidden,
+        }
 
     def peft_equivalent(
         self, model: nn.Module, config: PrefixConfig, adapter_name: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+import torch
 from torch import nn
 
 
@@ -25,3 +26,17 @@ def show_peft_the_cache_parameter(backbone: nn.Module) -> None:
         return forward(*args, cache=past_key_values, **kwargs)
 
     backbone.forward = forward_with_the_old_name
+
+
+def as_in_peft_prefix(
+    loaded: nn.Module, batch: dict[str, torch.Tensor], tokens: int
+) -> dict[str, torch.Tensor]:
+    """The ``position_ids`` that number our tokens as PEFT's prefix tuning does: its prefix is its
+    KV cache, so the real tokens start at ``tokens`` (ours at 0). Also lets ``loaded`` (PEFT's
+    model) find a classifier's cache parameter, renamed by transformers 5.24."""
+    if hasattr(loaded.base_model, "classifier"):
+        show_peft_the_cache_parameter(
+            loaded.base_model.get_submodule(loaded.transformer_backbone_name)
+        )
+    batch_size, length = batch["input_ids"].shape
+    return {"position_ids": torch.arange(tokens, tokens + length).expand(batch_size, -1)}

@@ -28,6 +28,9 @@ PEFT_INIT_FIELDS = {
 }
 
 
+PEFT_INITS = {"vocab": "SAMPLE_VOCAB", "text": "TEXT", "random": "RANDOM"}
+
+
 class PromptTuning(VirtualTokenMethod):
     """Virtual tokens prepended to the input embeddings (``peftplug_prompt.mechanism``).
 
@@ -40,6 +43,7 @@ class PromptTuning(VirtualTokenMethod):
         PromptConfig,
         "Prompt tuning: trainable virtual input tokens",
         comparison={"learning_rate": 3e-2},
+        peft_type="PROMPT_TUNING",
     )
     param_group = "soft_prompt"
 
@@ -56,6 +60,18 @@ class PromptTuning(VirtualTokenMethod):
         self, model: nn.Module, config: VirtualTokenConfig, store: PromptEmbedding
     ) -> nn.Module:
         return SoftPrompt(initial_virtual_tokens(model, base_input_embedding(model), config))
+
+    def peft_training_config(
+        self, model: nn.Module, config: VirtualTokenConfig
+    ) -> dict[str, Any] | None:
+        """PEFT's prompt tuning, its tokens started the same way (vocabulary, text or random)."""
+        return {
+            "peft_type": "PROMPT_TUNING",
+            "num_virtual_tokens": config.num_virtual_tokens,
+            "prompt_tuning_init": PEFT_INITS[config.init],
+            "prompt_tuning_init_text": config.init_text,
+            "tokenizer_name_or_path": config.tokenizer_name_or_path or model.name_or_path,
+        }
 
     def peft_equivalent(
         self, model: nn.Module, config: VirtualTokenConfig, adapter_name: str

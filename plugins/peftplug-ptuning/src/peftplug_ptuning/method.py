@@ -35,12 +35,24 @@ class PTuning(PromptTuning):
         PTuningConfig,
         "P-tuning: virtual input tokens from a prompt encoder",
         comparison={"learning_rate": 3e-2},
+        peft_type="P_TUNING",
     )
     param_group = "ptuning_embedding"
 
     def build(self, model: nn.Module, config: PTuningConfig, store: PromptEmbedding) -> nn.Module:
         initial = initial_virtual_tokens(model, base_input_embedding(model), config)
         return SoftPrompt(initial) if config.folded else PromptEncoder(initial, config)
+
+    def peft_training_config(
+        self, model: nn.Module, config: PTuningConfig
+    ) -> dict[str, Any] | None:
+        """PEFT's P-tuning with an encoder of the same kind and width."""
+        return {
+            "peft_type": "P_TUNING",
+            "num_virtual_tokens": config.num_virtual_tokens,
+            "encoder_reparameterization_type": config.encoder.upper(),
+            "encoder_hidden_size": config.encoder_hidden_size,
+        }
 
     def peft_equivalent(
         self, model: nn.Module, config: PTuningConfig, adapter_name: str

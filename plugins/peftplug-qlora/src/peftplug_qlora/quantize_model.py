@@ -19,7 +19,9 @@ awaiting_quantization: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 def quantize_linear(linear: nn.Linear, config: QLoraConfig) -> NF4Linear:
     """An ``NF4Linear`` holding ``linear``'s weight in 4 bits, in the config's format."""
     return NF4Linear.from_linear(
-        linear, blocksize=config.blocksize, double_quant=config.double_quant,
+        linear,
+        blocksize=config.blocksize,
+        double_quant=config.double_quant,
         compute_dtype=config.dtype_for(linear.weight.dtype),
     )
 
@@ -38,8 +40,11 @@ def dequantize_linear(layer: NF4Linear) -> nn.Linear:
     """A float ``nn.Linear`` with the weight the NF4 layer stands for."""
     weight = layer.dequantize()
     linear = nn.Linear(
-        layer.in_features, layer.out_features, bias=layer.bias is not None,
-        device=weight.device, dtype=weight.dtype,
+        layer.in_features,
+        layer.out_features,
+        bias=layer.bias is not None,
+        device=weight.device,
+        dtype=weight.dtype,
     )
     linear.weight.data.copy_(weight)
     if layer.bias is not None:
@@ -48,7 +53,9 @@ def dequantize_linear(layer: NF4Linear) -> nn.Linear:
     return linear
 
 
-def dequantize_layers(model: nn.Module, keep: Callable[[NF4Linear], bool] = lambda _: False) -> None:
+def dequantize_layers(
+    model: nn.Module, keep: Callable[[NF4Linear], bool] = lambda _: False
+) -> None:
     """Replace every ``NF4Linear`` in ``model`` (but those ``keep`` accepts) by a float layer."""
     for path, module in list(model.named_modules()):
         if isinstance(module, NF4Linear) and not keep(module):

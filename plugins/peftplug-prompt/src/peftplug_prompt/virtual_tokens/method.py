@@ -3,8 +3,9 @@
 A method subclasses ``VirtualTokenMethod``: it names its ``spec`` and optimizer group, says
 where its store lives (``store``, ``attach``, ``detach``) and what one adapter holds
 (``build``). The base adds and removes adapters, asks the core for the task head (each adapter
-trains its own copy), and answers the method-level hooks for configs of ``spec.config_class``. The plugin module then
-exposes the bound hookimpls: ``peftplug_prepare_model = METHOD.peftplug_prepare_model``, ...
+trains its own copy), and answers the method-level hooks for configs of ``spec.config_class``.
+The plugin module then exposes the bound hookimpls:
+``peftplug_prepare_model = METHOD.peftplug_prepare_model``, ...
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ class VirtualTokenMethod(ABC):
         self, model: nn.Module, config: VirtualTokenConfig, adapter_name: str
     ) -> PeftEquivalent | None:
         """The adapter's HF PEFT equivalent (``peftplug.export_peft``); by default none."""
+        return None
+
+    def peft_training_config(
+        self, model: nn.Module, config: VirtualTokenConfig
+    ) -> dict[str, Any] | None:
+        """PEFT's fields training the same method on the plain ``model``; by default none."""
         return None
 
     def options_from_peft(self, peft_config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -124,6 +131,14 @@ class VirtualTokenMethod(ABC):
         if not isinstance(config, self.spec.config_class):
             return None
         return self.store(model).adapter_tensors(model, adapter_name)
+
+    @hookimpl
+    def peftplug_peft_training_config(
+        self, model: nn.Module, config: object
+    ) -> dict[str, Any] | None:
+        if not isinstance(config, self.spec.config_class):
+            return None
+        return self.peft_training_config(model, config)
 
     @hookimpl
     def peftplug_peft_equivalent(
