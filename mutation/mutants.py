@@ -55,8 +55,8 @@ LORA = [
            '            tensors[f"{path}.lora_B.{adapter_name}.weight"] = module.lora_B[adapter_name].weight\n',
            ""),
     Mutant("lora", "layer.py", "missing detach: the update is cut from the graph",
-           "update = nn.functional.linear(nn.functional.linear(hidden, lora_a), self.lora_B[name].weight)",
-           "update = nn.functional.linear(nn.functional.linear(hidden, lora_a), self.lora_B[name].weight).detach()"),
+           "            nn.functional.linear(hidden, lora_a), self.lora_B[name].weight\n        )\n",
+           "            nn.functional.linear(hidden, lora_a), self.lora_B[name].weight\n        ).detach()\n"),
 ]
 
 ADAPTER = [

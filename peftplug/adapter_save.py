@@ -28,6 +28,7 @@ from peftplug.peft_layout import PeftAdapter, base_model_name_or_path, peft_adap
 from peftplug.plugins import get_host
 from peftplug.portable import portable_base
 from peftplug.saved_modules import saved_module_tensors
+from peftplug.sharded import full_tensor, is_writer, unsharded_class
 from peftplug.state import AppliedMethod, PeftState, require_state
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -97,7 +98,8 @@ def file_layout(model: nn.Module, methods: Sequence[AppliedMethod]) -> FileLayou
     """What the file of ``methods`` holds: PEFT's layout where PEFT can express it.
 
     In PEFT's layout, live tensors PEFT has no place for (an encoder it folds) keep their own
-    names beside PEFT's, where PEFT, which loads non-strictly, ignores them.
+    names beside PEFT's, where PEFT, which loads non-strictly, ignores them; unless the method's
+    equivalent can rebuild them from PEFT's values (its ``load``), as ``load_adapter`` then does.
     """
     live: dict[str, torch.Tensor] = {}
     method: dict[str, int] = {}
@@ -111,7 +113,11 @@ def file_layout(model: nn.Module, methods: Sequence[AppliedMethod]) -> FileLayou
     name_of = {id(tensor): key for key, tensor in live.items()}
     saved = adapter.saved()
     in_peft = {id(tensor) for tensor in saved.values()}
-    tensors = {**saved, **{key: t for key, t in live.items() if id(t) not in in_peft}}
+    # the live tensors PEFT's computed values stand for: kept only if nothing rebuilds them
+    rest = (
+        {} if adapter.load is not None else {k: t for k, t in live.items() if id(t) not in in_peft}
+    )
+    tensors = {**saved, **rest}
     names = {key: name_of.get(id(tensor)) for key, tensor in tensors.items()}
     return FileLayout(tensors, names, dict.fromkeys(tensors, 0), adapter)
 
@@ -128,11 +134,16 @@ def save_adapter(
 
     A tensor holding NaN or Inf (a diverged run) is refused unless ``allow_non_finite``. A
     ``README.md`` model card goes beside it, with ``metrics`` (e.g. held-out accuracy) if given.
+    A model sharded by FSDP2 (``fully_shard``): call it on every rank, as ``model.state_dict()``;
+    each gathers the tensors whole, global rank 0 alone writes (see ``peftplug.sharded``).
     """
     state = require_state(model)
     methods = selected(state, adapter_name)
     layout = file_layout(model, methods)
-    tensors = {k: t.detach().to("cpu", copy=True).contiguous() for k, t in layout.tensors.items()}
+    tensors = {
+        k: full_tensor(t.detach()).to("cpu", copy=True).contiguous()
+        for k, t in layout.tensors.items()
+    }
     own = {name for name in layout.live.values() if name is not None}
     if not allow_non_finite:
         refuse_non_finite(tensors, AdapterSaveError, "save it anyway with allow_non_finite=True")
@@ -169,7 +180,8 @@ def save_adapter(
     config["config_sha256"] = config_digest(config)
     card = model_card(config, sum(t.numel() for k, t in tensors.items() if layout.live[k]), metrics)
     directory = Path(directory)
-    write_adapter(directory, weights, config, {CARD_NAME: card.encode()})
+    if is_writer(layout.tensors.values()):
+        write_adapter(directory, weights, config, {CARD_NAME: card.encode()})
     return directory
 
 
@@ -236,7 +248,9 @@ def base_model_record(model: nn.Module) -> dict[str, Any]:
     """What identifies the base model an adapter was made for, portably (``portable_base``)."""
     config = getattr(model, "config", None)
     name_or_path = getattr(config, "name_or_path", None)
-    name, source = portable_base(name_or_path) if name_or_path else (type(model).__name__, "class")
+    name, source = (
+        portable_base(name_or_path) if name_or_path else (unsharded_class(model).__name__, "class")
+    )
     return {
         "name_or_path": name,
         "source": source,

@@ -16,6 +16,7 @@ from torch import nn
 
 from peftplug.errors import AdapterLoadError
 from peftplug.saved_modules import saved_module_layers
+from peftplug.sharded import full_tensor
 from peftplug.state import AppliedMethod, PeftState, peft_state
 
 VALUES_PER_TENSOR = 4
@@ -25,7 +26,8 @@ Fingerprint = dict[str, dict[str, Any]]
 def fingerprint(model: nn.Module) -> Fingerprint:
     """``{name: {"dtype", "numel", "values"}}`` for each floating tensor of ``model.state_dict()``.
 
-    Tensors on the meta device hold no values and are left out.
+    Tensors on the meta device hold no values and are left out. A model already sharded by
+    FSDP2 has each ``DTensor`` gathered whole in turn: a collective, so every rank calls this.
     """
     prints: Fingerprint = {}
     for name, tensor in model.state_dict().items():
@@ -33,7 +35,7 @@ def fingerprint(model: nn.Module) -> Fingerprint:
             continue
         positions = torch.linspace(0, tensor.numel() - 1, VALUES_PER_TENSOR).round().long()
         index = torch.unravel_index(positions, tensor.shape) if tensor.dim() else ()
-        values = tensor.detach()[index].to("cpu", torch.float64).reshape(-1).tolist()
+        values = full_tensor(tensor.detach())[index].to("cpu", torch.float64).reshape(-1).tolist()
         prints[name] = {
             "dtype": str(tensor.dtype).removeprefix("torch."),
             "numel": tensor.numel(),

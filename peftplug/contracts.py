@@ -8,7 +8,7 @@ other module (and every plugin) can use these types without import cycles.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from peftplug.config import MethodConfig
@@ -167,7 +167,13 @@ class PeftEquivalent:
     ``tensors``: the adapter's live tensors under their names in the PEFT model, adapter name
     ``default`` (``PeftModel.named_parameters()``), e.g.
     ``base_model.model.<path>.lora_A.default.weight``. The task head copies are the core's.
+    ``load``: for ``tensors`` computed from the live ones (a table PEFT saves), the inverse:
+    given values under the names and shapes of ``tensors`` (as PEFT's file holds them: its
+    dtype, on the CPU), it sets every live tensor of the adapter so the equivalent gives those
+    values back (``peftplug.import_peft`` calls it under ``torch.no_grad()`` and checks that);
+    ``None`` when ``tensors`` are the live ones.
     """
 
     config: Mapping[str, Any]
     tensors: Mapping[str, torch.Tensor]
+    load: Callable[[Mapping[str, torch.Tensor]], None] | None = None

@@ -90,7 +90,8 @@ def peftplug_peft_equivalent(
     ``peftplug.save_adapter`` writes an adapter of this one method in PEFT's layout from it;
     ``peftplug.export_peft`` builds the PEFT model from it and lets PEFT write its own files.
     Methods without a PEFT equivalent return ``None``: their adapters keep peftplug's layout
-    and ``export_peft`` refuses them with a clear error.
+    and ``export_peft`` refuses them with a clear error. An equivalent computed from the live
+    tensors gives its inverse as ``PeftEquivalent.load``, for ``peftplug.import_peft``.
     """
 
 
@@ -113,7 +114,7 @@ def peftplug_options_from_peft(peft_config: Mapping[str, Any]) -> tuple[str, dic
     ``modules_to_save`` given as the model's paths PEFT wrapped (``[]`` for none). Raise
     ``ConfigError`` naming the field for a PEFT feature the method does not have.
     ``peftplug.import_peft`` applies the method and fills the tensors its
-    ``peftplug_peft_equivalent`` names from PEFT's file.
+    ``peftplug_peft_equivalent`` names from PEFT's file (or has its ``load`` set them).
     """
 
 

@@ -3,8 +3,10 @@
 The plugin that recognises PEFT's config (``peftplug_options_from_peft``) gives the method and
 its options; once applied, the method's PEFT equivalent (``peftplug_peft_equivalent``, the hook
 ``export_peft`` uses) names its live tensors as PEFT's model does, and PEFT's file holds them
-under those names less the adapter name. The copy is strict (every tensor filled, none left
-over, shapes equal) and on any error the model is left as it was.
+under those names less the adapter name. An equivalent computed from the live tensors (a table)
+comes with its inverse, ``load``, which sets them from PEFT's values. The import is strict
+(every tensor filled, none left over, shapes equal, a ``load`` giving the file's values back)
+and on any error the model is left as it was.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from peftplug.peft_layout import (
     PEFT_BASE_PREFIXES,
     PROMPT_LEARNING_BASE,
     TUNER_BASE,
+    PeftAdapter,
+    load_computed,
     peft_adapter,
     saved_name,
 )
 from peftplug.plugins import get_host
 from peftplug.rollback import rollback_on_error
 from peftplug.serialization import FORMAT, method_tensors, refuse_meta_weights, refuse_non_finite
-from peftplug.state import peft_state
+from peftplug.state import AppliedMethod, peft_state
 from peftplug.targets import walk
 
 PEFT_CONFIG, PEFT_WEIGHTS = PEFT_FILES
@@ -135,7 +139,7 @@ def import_peft(
     """Apply the HF PEFT adapter saved in ``directory`` to ``model`` as adapter ``adapter_name``.
 
     The method whose plugin recognises PEFT's config is applied (active if it is the model's
-    first adapter, as with ``apply``) and its tensors are copied from PEFT's file strictly. A
+    first adapter, as with ``apply``) and its tensors are set from PEFT's file strictly. A
     tensor holding NaN or Inf is refused unless ``allow_non_finite``. On any error the model is
     left exactly as it was. Returns ``model``.
     """
@@ -153,7 +157,7 @@ def import_peft(
     try:
         with rollback_on_error(model):
             apply(model, [method], {method: options}, adapter_name=adapter_name)
-            targets = _targets(model, method, adapter_name, saved)
+            _fill(model, method, adapter_name, saved)
     except (AdapterLoadError, PluginError):
         raise
     except Exception as error:
@@ -163,16 +167,28 @@ def import_peft(
         raise AdapterLoadError(
             f"the HF PEFT adapter in {directory} does not fit this model: {reason}"
         ) from error
+    return model
+
+
+def _fill(
+    model: nn.Module, method: str, adapter_name: str, saved: Mapping[str, torch.Tensor]
+) -> None:
+    """Set the new adapter from PEFT's file: copied into live tensors, or by the method's load."""
+    applied, adapter, targets = _targets(model, method, adapter_name, saved)
+    computed = {saved_name(name): name for name in adapter.computed}
     with torch.no_grad():
         for name, tensor in targets.items():
-            tensor.copy_(saved[name])
-    return model
+            if name not in computed:
+                tensor.copy_(saved[name])
+        if adapter.load is not None:
+            load_computed(model, applied, {name: saved[key] for key, name in computed.items()})
 
 
 def _targets(
     model: nn.Module, method: str, adapter_name: str, saved: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Each name in PEFT's file mapped to the live tensor it fills, checked strictly."""
+) -> tuple[AppliedMethod, PeftAdapter, dict[str, torch.Tensor]]:
+    """The applied method, its PEFT adapter, and each name in PEFT's file mapped to the tensor
+    of the adapter it fills (live, or computed for the method's ``load``), checked strictly."""
     state = require_state(model)
     (applied,) = [m for m in state.methods if m.adapter_name == adapter_name]
     adapter = peft_adapter(model, applied)
@@ -188,15 +204,23 @@ def _targets(
         path = name.removeprefix(TUNER_BASE).removeprefix(PROMPT_LEARNING_BASE)
         other = next((f"{p}{path}" for p in PEFT_BASE_PREFIXES if f"{p}{path}" in saved), name)
         targets[other] = targets.pop(name)
-    _check_plugin(method, targets, method_tensors(model, state, adapter_name))
+    computed = {saved_name(name) for name in adapter.computed}
+    live_targets = {name: t for name, t in targets.items() if name not in computed}
+    owned = method_tensors(model, state, adapter_name)
+    _check_plugin(method, live_targets, owned, loads_the_rest=adapter.load is not None)
     _check_fits(targets, saved)
-    return targets
+    return applied, adapter, targets
 
 
 def _check_plugin(
-    method: str, targets: Mapping[str, torch.Tensor], owned: Mapping[str, torch.Tensor]
+    method: str,
+    targets: Mapping[str, torch.Tensor],
+    owned: Mapping[str, torch.Tensor],
+    *,
+    loads_the_rest: bool,
 ) -> None:
-    """The equivalent names exactly the adapter's own live tensors (else a plugin bug)."""
+    """The equivalent names only the adapter's own live tensors, and all of them unless its
+    ``load`` sets the rest (else a plugin bug)."""
     filled, live = {id(t) for t in targets.values()}, {id(t) for t in owned.values()}
     foreign = sorted(name for name, tensor in targets.items() if id(tensor) not in live)
     if foreign:
@@ -205,7 +229,7 @@ def _check_plugin(
             "one of the adapter's live tensors, so importing could not fill it: a plugin bug"
         )
     unfilled = sorted(key for key, tensor in owned.items() if id(tensor) not in filled)
-    if unfilled:
+    if unfilled and not loads_the_rest:
         raise PluginError(
             f"the HF PEFT equivalent of {method!r} leaves the adapter's {unfilled[0]!r} out, so "
             "importing would keep its initial values: a plugin bug"

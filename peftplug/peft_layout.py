@@ -7,11 +7,13 @@ The one place that knows PEFT's names, used by the native adapter files (``save_
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from peftplug.errors import PeftplugError, PluginError
 from peftplug.plugins import get_host
 from peftplug.portable import portable_base
 from peftplug.saved_modules import saved_module_layers
@@ -35,11 +37,15 @@ class PeftAdapter:
 
     ``tensors`` are the method's equivalent (live tensors, or values computed from them) plus
     the task-head copies (the core's), e.g. ``base_model.model.classifier.modules_to_save.
-    default.weight``.
+    default.weight``. ``computed``: the names in ``tensors`` that the method computes from its
+    live tensors and sets them from with ``load`` (the equivalent's ``load``); empty, and
+    ``load`` ``None``, when every tensor is live.
     """
 
     config: dict[str, Any]
     tensors: dict[str, torch.Tensor]
+    computed: frozenset[str] = frozenset()
+    load: Callable[[Mapping[str, torch.Tensor]], None] | None = None
 
     def saved(self) -> dict[str, torch.Tensor]:
         """The tensors under their names in the file PEFT saves (``saved_name``)."""
@@ -66,7 +72,8 @@ def peft_adapter(model: nn.Module, applied: AppliedMethod) -> PeftAdapter | None
         "modules_to_save": sorted(heads) or None,
         "base_model_name_or_path": base_model_name_or_path(model),
     }
-    return PeftAdapter(config, tensors)
+    computed = frozenset(equivalent.tensors) if equivalent.load is not None else frozenset()
+    return PeftAdapter(config, tensors, computed, equivalent.load)
 
 
 def base_model_name_or_path(model: nn.Module) -> str | None:
@@ -90,3 +97,38 @@ def saved_name(name: str) -> str:
     if module.endswith(".lora_magnitude_vector") and parameter == "weight":
         return module
     return f"{module}.{parameter}"
+
+
+def load_computed(
+    model: nn.Module, applied: AppliedMethod, values: Mapping[str, torch.Tensor]
+) -> None:
+    """Set ``applied``'s live tensors from PEFT's computed ``values`` (by PEFT model name) with
+    its equivalent's ``load``; the equivalent must then give the values back exactly.
+
+    Call it under ``torch.no_grad()``. A ``load`` that raises or is not the inverse is a
+    ``PluginError``.
+    """
+    method = applied.spec.name
+    adapter = peft_adapter(model, applied)
+    if adapter is None or adapter.load is None:
+        raise PluginError(f"the HF PEFT equivalent of {method!r} no longer has a load")
+    try:
+        adapter.load(values)
+    except PeftplugError:
+        raise
+    except Exception as error:
+        raise PluginError(
+            f"the HF PEFT equivalent of {method!r} failed to load PEFT's tensors "
+            f"({type(error).__name__}: {error}): a plugin bug"
+        ) from error
+    again = getattr(peft_adapter(model, applied), "tensors", {})
+    wrong = sorted(
+        name
+        for name, value in values.items()
+        if name not in again or not torch.equal(again[name], value.to(again[name]))
+    )
+    if wrong:
+        raise PluginError(
+            f"the HF PEFT equivalent of {method!r} loaded PEFT's {wrong[0]!r} but does not give "
+            "it back: its load is not the inverse of its tensors, a plugin bug"
+        )

@@ -37,10 +37,12 @@ from peftplug.checkpoint_manifest import verify_manifest
 from peftplug.errors import AdapterLoadError, PeftplugError
 from peftplug.hub import is_repo_id, snapshot
 from peftplug.model_card import CARD_NAME
+from peftplug.peft_layout import load_computed, peft_adapter, saved_name
 from peftplug.plugins import get_host
 from peftplug.pretrained import TRAINER_CONFIG
 from peftplug.rollback import rollback_on_error
-from peftplug.state import peft_state, require_state
+from peftplug.sharded import copy_into
+from peftplug.state import AppliedMethod, PeftState, peft_state, require_state
 
 TRAINER_WEIGHTS = "model.safetensors"  # a checkpoint before format version 2
 READABLE_VERSIONS = (1, FORMAT_VERSION)
@@ -188,12 +190,15 @@ def _by_live_name(
 ) -> dict[str, torch.Tensor]:
     """The tensors by ``model.state_dict()`` name, the manifest's ``name`` of each (version 2).
 
-    A value PEFT reads that peftplug computes from its own tensors (``name`` null) is left out.
+    A value PEFT reads that peftplug computes from its own tensors (``name`` null) keeps its
+    name in the file (PEFT's, which no live tensor has): ``load_adapter`` rebuilds the live
+    tensors from it where the method's equivalent can (``load``), and ignores it otherwise.
     """
     live: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         name = manifest[key].get("name", key)
         if name is None:
+            live[key] = tensor
             continue
         if not isinstance(name, str) or name in live:
             raise AdapterLoadError(
@@ -217,7 +222,8 @@ def load_adapter(
     (``user/repo``, see ``read_adapter``). A tensor holding NaN or Inf is refused unless
     ``allow_non_finite``; a base whose weights differ from the one the adapter was trained on
     (its recorded fingerprint) unless ``allow_base_mismatch``. On any error the model is left
-    exactly as it was.
+    exactly as it was. A model sharded by FSDP2: call it on every rank; each copies its part of
+    each saved tensor into its shard (see ``peftplug.sharded``).
     """
     refuse_meta_weights(model)
     description, tensors = read_adapter(directory)
@@ -247,9 +253,19 @@ def load_adapter(
             expected = {
                 k: t for name in by_adapter for k, t in method_tensors(model, state, name).items()
             }
+            loads = _computed_loads(model, state, description, tensors)
+            rebuilt = {
+                key
+                for applied, _ in loads
+                for key in method_tensors(model, state, applied.adapter_name)
+            }
+            expected = {k: t for k, t in expected.items() if k in tensors or k not in rebuilt}
             _check_fits(expected, tensors, description.get("base_model", {}), model)
             if not allow_base_mismatch:  # after the shapes: another architecture says so first
                 check_same_base(description.get("base_model", {}), model)
+            with torch.no_grad():  # into the new adapters' own tensors: a failure undoes them
+                for applied, values in loads:
+                    load_computed(model, applied, values)
     except AdapterLoadError:
         raise
     except Exception as error:
@@ -262,8 +278,33 @@ def load_adapter(
         ) from error
     with torch.no_grad():
         for key, tensor in expected.items():
-            tensor.copy_(tensors[key])
+            copy_into(tensor, tensors[key])
     return model
+
+
+def _computed_loads(
+    model: nn.Module,
+    state: PeftState,
+    description: Mapping[str, Any],
+    tensors: dict[str, torch.Tensor],
+) -> list[tuple[AppliedMethod, dict[str, torch.Tensor]]]:
+    """Take PEFT's computed values (manifest ``name`` null) out of ``tensors``; for each method
+    whose equivalent rebuilds its live tensors from them (``load``), the values by PEFT name."""
+    manifest = description.get("tensors", {})
+    computed = {
+        k: tensors.pop(k) for k in list(tensors) if manifest.get(k, {}).get("name", k) is None
+    }
+    loads = []
+    for applied in state.methods:
+        adapter = peft_adapter(model, applied) if computed else None
+        if adapter is None or adapter.load is None:
+            continue
+        names = {saved_name(name): name for name in adapter.computed}
+        missing = sorted(set(names) - set(computed))
+        if missing:
+            raise AdapterLoadError(f"the adapter file lacks PEFT's {missing[0]!r}")
+        loads.append((applied, {names[key]: computed[key] for key in names}))
+    return loads
 
 
 def refuse_meta_weights(model: nn.Module) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import peftplug_lora.plugin
+import peftplug_prefix.peft_equivalent
 import pytest
 import safetensors.torch
 import torch
+from peftplug_prefix.testing import as_in_peft_prefix
 from torch import nn
 from transformers import LlamaForCausalLM
 
@@ -64,6 +66,23 @@ CASES: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any]]] = {
             task_type="CAUSAL_LM", num_virtual_tokens=3, encoder_hidden_size=16
         ),
     ),
+    "prefix-llama": (
+        tiny_llama,
+        lambda: peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+    ),
+    "prefix-llama-projection": (
+        tiny_llama,
+        lambda: peft.PrefixTuningConfig(
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=3,
+            prefix_projection=True,
+            encoder_hidden_size=16,
+        ),
+    ),
+    "prefix-bert-head": (
+        tiny_bert_classifier,
+        lambda: peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=3),
+    ),
 }
 
 
@@ -98,10 +117,14 @@ def test_an_import_gives_peft_s_outputs_and_exports_back_to_the_same_tensors(
     case: str, tmp_path: Path
 ) -> None:
     make, config = CASES[case]
-    theirs = saved_peft(make, config(), tmp_path / "peft")
+    peft_config = config()
+    theirs = saved_peft(make, peft_config, tmp_path / "peft")
     ours = peftplug.import_peft(make(), tmp_path / "peft")
     batch = batch_for(ours)
-    expected, got = logits(theirs, batch), logits(ours, batch)
+    positions: dict[str, torch.Tensor] = {}
+    if peft_config.peft_type == peft.PeftType.PREFIX_TUNING:  # PEFT numbers tokens from P
+        positions = as_in_peft_prefix(theirs, batch, peft_config.num_virtual_tokens)
+    expected, got = logits(theirs, batch), logits(ours, {**batch, **positions})
     expected = expected[:, expected.shape[1] - got.shape[1] :]  # PEFT keeps the prompt's logits
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     peftplug.export_peft(ours, tmp_path / "again")
@@ -298,11 +321,60 @@ def test_non_finite_tensors_import_when_allowed(lora_dir: Path) -> None:
     assert layer.lora_A["default"].weight.isnan().any()
 
 
-def test_prefix_tuning_is_not_imported(tmp_path: Path) -> None:
-    config = peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
-    saved_peft(tiny_llama, config, tmp_path / "peft")
-    with pytest.raises(peftplug.AdapterLoadError, match="peft_type 'PREFIX_TUNING'"):
-        peftplug.import_peft(tiny_llama(), tmp_path / "peft")
+@pytest.fixture
+def prefix_dir(tmp_path: Path) -> Path:
+    make, config = CASES["prefix-llama"]
+    saved_peft(make, config(), tmp_path / "peft")
+    return tmp_path / "peft"
+
+
+def test_a_misshapen_prefix_table_is_refused_and_leaves_the_model_unchanged(
+    prefix_dir: Path,
+) -> None:
+    def narrow(tensors: dict[str, torch.Tensor]) -> None:
+        tensors["prompt_embeddings"] = tensors["prompt_embeddings"][:, :-1].contiguous()
+
+    edit_tensors(prefix_dir, narrow)
+    model = tiny_llama()
+    before = model_snapshot(model)
+    message = r"'prompt_embeddings' has shape \[3, 63\] but this model's has \[3, 64\]"
+    with pytest.raises(peftplug.AdapterLoadError, match=message):
+        peftplug.import_peft(model, prefix_dir)
+    assert_model_unchanged(model, before)
+
+
+KeysValues = tuple[torch.Tensor, torch.Tensor]
+
+
+def swap(keys_values: KeysValues) -> KeysValues:
+    return keys_values[1], keys_values[0]
+
+
+def fail(keys_values: KeysValues) -> KeysValues:
+    raise RuntimeError("no inverse")
+
+
+@pytest.mark.parametrize(
+    ("bug", "message"),
+    [
+        (swap, "loaded PEFT's 'prompt_encoder.default.embedding.weight' but does not give it"),
+        (fail, r"failed to load PEFT's tensors \(RuntimeError: no inverse\)"),
+    ],
+)
+def test_a_load_that_is_not_the_inverse_is_a_plugin_error(
+    bug: Callable[[KeysValues], KeysValues],
+    message: str,
+    prefix_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = peftplug_prefix.peft_equivalent
+    correct = module.keys_values_of_table
+    monkeypatch.setattr(module, "keys_values_of_table", lambda *a: bug(correct(*a)))
+    model = tiny_llama()
+    before = model_snapshot(model)
+    with pytest.raises(peftplug.PluginError, match=message):
+        peftplug.import_peft(model, prefix_dir)
+    assert_model_unchanged(model, before)
 
 
 def test_the_cli_imports_onto_the_recorded_base(

@@ -8,9 +8,14 @@ implementation it had; each adapter's recording run points the attention modules
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from peftplug_prompt.virtual_tokens import VirtualTokenMethod, base_input_embedding
+from peftplug_prompt.virtual_tokens import (
+    VirtualTokenMethod,
+    base_input_embedding,
+    prompt_learning_options,
+)
 from torch import nn
 
 from peftplug import MethodSpec, PeftEquivalent
@@ -27,6 +32,8 @@ from peftplug_prefix.peft_equivalent import peft_prefix_tuning
 
 STORE_ATTRIBUTE = "peftplug_prefix"
 PREVIOUS_ATTRIBUTE = "_peftplug_prefix_previous_attention"
+# PEFT's PrefixTuningConfig fields: its MLP and how it started, which its saved table replaces
+PEFT_TABLE_FIELDS = {"prefix_projection", "encoder_hidden_size", "init_weights"}
 
 
 def prefix_store(model: nn.Module) -> PrefixStore | None:
@@ -88,6 +95,17 @@ class PrefixTuning(VirtualTokenMethod):
     ) -> PeftEquivalent | None:
         """HF PEFT's prefix tuning holding this adapter's prefixes (``peft_prefix_tuning``)."""
         return peft_prefix_tuning(self.store(model).adapter_modules[adapter_name], config)
+
+    def options_from_peft(self, peft_config: Mapping[str, Any]) -> dict[str, Any] | None:
+        """PEFT's prefix tuning as PEFT saves it, its table of prefixes: no MLP.
+
+        With ``prefix_projection`` the table is PEFT's MLP's output, so the adapter imports
+        with the prefixes held directly either way (``projection=False``).
+        """
+        if peft_config.get("peft_type") != "PREFIX_TUNING":
+            return None
+        options = prompt_learning_options(peft_config, self.spec.name, PEFT_TABLE_FIELDS)
+        return {**options, "projection": False}
 
 
 PREFIX_TUNING = PrefixTuning()
