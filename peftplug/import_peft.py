@@ -86,6 +86,20 @@ def read_peft_adapter(directory: str | Path) -> tuple[dict[str, Any], dict[str, 
     return config, tensors
 
 
+# fields every HF PEFT config carries that say nothing about the method's feature set
+PEFT_METADATA_FIELDS = frozenset(
+    {
+        "peft_type",
+        "peft_version",
+        "task_type",
+        "base_model_name_or_path",
+        "revision",
+        "auto_mapping",
+        "inference_mode",
+    }
+)
+
+
 def refuse_peft_fields(
     peft_config: Mapping[str, Any], understood: Collection[str], method: str
 ) -> None:

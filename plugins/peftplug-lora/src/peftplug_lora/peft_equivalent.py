@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from peftplug import ConfigError, PeftEquivalent
-from peftplug.import_peft import refuse_peft_fields
+from peftplug.import_peft import PEFT_METADATA_FIELDS, refuse_peft_fields
 from peftplug.saved_modules import resolve_modules_to_save
 from peftplug.targets import find_targets
 from peftplug_lora.config import LoraConfig
@@ -56,13 +56,7 @@ def peft_equivalent(
             if name.endswith("bias") and parameter.requires_grad and ".modules_to_save." not in name
         )
     fields = {
-        "peft_type": "LORA",
-        "r": config.r,
-        "lora_alpha": config.alpha,
-        "lora_dropout": config.dropout,
-        "use_rslora": config.use_rslora,
-        "use_dora": config.use_dora,
-        "bias": config.bias,
+        **_peft_fields(config),
         "target_modules": sorted(layers),
     }
     return PeftEquivalent(fields, tensors)
@@ -83,14 +77,7 @@ READ_FIELDS = {
 }
 # fields without effect on a loaded adapter: metadata, initialisation (the file replaces it),
 # the layout PEFT picks per layer type, and settings of features refused when set
-IGNORED_FIELDS = {
-    "peft_type",
-    "peft_version",
-    "task_type",
-    "base_model_name_or_path",
-    "revision",
-    "auto_mapping",
-    "inference_mode",
+IGNORED_FIELDS = PEFT_METADATA_FIELDS | {
     "fan_in_fan_out",
     "layers_pattern",
     "loftq_config",
@@ -139,6 +126,15 @@ def peft_training_config(model: nn.Module, config: LoraConfig) -> dict[str, Any]
     """PEFT's LoRA fields training these options on the plain ``model``: the same layers (as
     full paths), the same heads saved in full."""
     return {
+        **_peft_fields(config),
+        "target_modules": find_targets(model, config),
+        "modules_to_save": resolve_modules_to_save(model, config.modules_to_save) or None,
+    }
+
+
+def _peft_fields(config: LoraConfig) -> dict[str, Any]:
+    """The LoRA settings under PEFT's ``LoraConfig`` field names."""
+    return {
         "peft_type": "LORA",
         "r": config.r,
         "lora_alpha": config.alpha,
@@ -146,6 +142,4 @@ def peft_training_config(model: nn.Module, config: LoraConfig) -> dict[str, Any]
         "use_rslora": config.use_rslora,
         "use_dora": config.use_dora,
         "bias": config.bias,
-        "target_modules": find_targets(model, config),
-        "modules_to_save": resolve_modules_to_save(model, config.modules_to_save) or None,
     }

@@ -6,18 +6,11 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from peftplug import ConfigError
-from peftplug.import_peft import refuse_peft_fields
+from peftplug.import_peft import PEFT_METADATA_FIELDS, refuse_peft_fields
 from peftplug.targets import TASK_HEAD_ATTRIBUTES
 
 # fields every PEFT prompt-learning config has that the import reads or that follow the model
-PROMPT_LEARNING_FIELDS = {
-    "peft_type",
-    "peft_version",
-    "task_type",
-    "base_model_name_or_path",
-    "revision",
-    "auto_mapping",
-    "inference_mode",
+PROMPT_LEARNING_FIELDS = PEFT_METADATA_FIELDS | {
     "num_virtual_tokens",
     "token_dim",
     "num_attention_heads",
