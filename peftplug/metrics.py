@@ -76,5 +76,9 @@ def causal_lm_loss(
     batch_size: int = 8,
 ) -> float:
     """Mean cross-entropy per scored token (labels of -100 are skipped)."""
-    losses = causal_lm_example_losses(model, dataset, collate, batch_size)
+    return per_token_mean(causal_lm_example_losses(model, dataset, collate, batch_size))
+
+
+def per_token_mean(losses: Sequence[tuple[float, int]]) -> float:
+    """The summed losses over the summed token counts (``causal_lm_example_losses``' pairs)."""
     return sum(loss for loss, _ in losses) / max(sum(tokens for _, tokens in losses), 1)

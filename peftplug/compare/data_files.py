@@ -7,8 +7,8 @@ so that no example is both trained on and held out, and so are texts given more 
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter

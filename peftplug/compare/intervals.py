@@ -6,6 +6,8 @@ import math
 import random
 from collections.abc import Sequence
 
+from peftplug.metrics import per_token_mean
+
 Z_95 = 1.959963984540054  # the normal distribution's 97.5th percentile
 
 
@@ -34,7 +36,7 @@ def bootstrap_ratio_interval(
     ratios = []
     for _ in range(resamples):
         drawn = [pairs[generator.randrange(size)] for _ in range(size)]
-        ratios.append(sum(v for v, _ in drawn) / max(sum(c for _, c in drawn), 1))
+        ratios.append(per_token_mean(drawn))
     ratios.sort()
     return ratios[int(0.025 * (resamples - 1))], ratios[math.ceil(0.975 * (resamples - 1))]
 

@@ -7,7 +7,7 @@ Methods whose ``MethodSpec`` names a ``peft_type`` get one; their plugin transla
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
@@ -19,6 +19,7 @@ from peftplug.compare.options import RowSpec, Workload
 from peftplug.compare.rows import latency_figures, parameter_figures
 from peftplug.compare.tasks import LoadedTask, load_task
 from peftplug.compare.training import build_trainer, train_measured, training_arguments
+from peftplug.config import MethodConfig
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
 
@@ -27,18 +28,17 @@ def _task_type(task: LoadedTask) -> str:
     return "SEQ_CLS" if task.metric == "accuracy" else "CAUSAL_LM"
 
 
-def peft_config(method: str, options: Mapping[str, Any], task: LoadedTask) -> Any:
-    """PEFT's config that trains ``method`` with ``options`` on the task's plain model.
+def peft_config(config: MethodConfig, task: LoadedTask) -> Any:
+    """PEFT's config that trains the method of ``config`` on the task's plain model.
 
     The method's plugin gives the fields (``peftplug_peft_training_config``); the task type is
     the task's.
     """
     import peft
 
-    config = get_host().method(method).parse_config(dict(options))
     fields = get_host().hook.peftplug_peft_training_config(model=task.model, config=config)
     if fields is None:
-        raise ConfigError(f"method {method!r} gives no HF PEFT config to train it with")
+        raise ConfigError(f"method {config.method!r} gives no HF PEFT config to train it with")
     return peft.get_peft_config({**fields, "task_type": _task_type(task)})
 
 
@@ -57,12 +57,12 @@ def run_peft(spec: RowSpec) -> dict[str, Any]:
     import peft
 
     assert spec.method and spec.learning_rate and spec.adapter_dir, "the runner sets these"
-    options = get_host().method(spec.method).parse_config(spec.options).to_dict()
+    config = get_host().method(spec.method).parse_config(spec.options)
     task = load_task(spec.workload)
     base = parameter_count(task.model)
 
     def trainer_for(run: LoadedTask, rate: float, scratch: str, workload: Workload) -> Trainer:
-        run.model = peft.get_peft_model(run.model, peft_config(spec.method, options, run))
+        run.model = peft.get_peft_model(run.model, peft_config(config, run))
         args = training_arguments(workload, scratch, rate)
         return build_trainer(run, args, f"{spec.label} @ {rate:.2g}", peftplug_methods=False)
 
@@ -93,7 +93,7 @@ def run_peft(spec: RowSpec) -> dict[str, Any]:
         "eval_examples": len(task.test),
         "distribution": "peft",
         "version": peft.__version__,
-        "options": options,
+        "options": config.to_dict(),
         "learning_rate": learning_rate,
         "lr_search": search.figures() if search else None,
         "parameters": parameters,

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.atomic import atomic_write_files
-from peftplug.compare.table import beats_majority, cells, headers
+from peftplug.compare.table import below_majority, cells, headers
 from peftplug.portable import portable_json
 
 JSON_NAME = "compare.json"
@@ -47,7 +47,7 @@ def markdown(record: dict[str, Any]) -> str:
     for row in rows:
         rate = row.get("learning_rate")
         lines.append("| " + " | ".join([*cells(row), "-" if rate is None else f"{rate:g}"]) + " |")
-    stuck = [r["label"] for r in rows if r.get("training") and not beats_majority(r)]
+    stuck = below_majority(rows)
     if stuck:
         lines += [
             "",

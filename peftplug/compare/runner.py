@@ -15,7 +15,7 @@ from peftplug.compare.chart import write_chart
 from peftplug.compare.environment import describe_environment
 from peftplug.compare.options import RowSpec, Workload
 from peftplug.compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
-from peftplug.compare.table import beats_majority, terminal_table
+from peftplug.compare.table import below_majority, terminal_table
 from peftplug.compare.worker import write_row_result
 
 FORMAT = "peftplug-compare"
@@ -149,7 +149,7 @@ def run_compare(
 def summary(run: CompareRun) -> str:
     """The terminal table and where the files are."""
     lines = ["", terminal_table(run.rows, metric_name(run.record)), ""]
-    stuck = [r["label"] for r in run.rows if r.get("training") and not beats_majority(r)]
+    stuck = below_majority(run.rows)
     if stuck:
         lines.append(f"* did not beat the majority class at this budget: {', '.join(stuck)}")
     if run.record["status"] != "complete":

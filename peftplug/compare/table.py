@@ -62,6 +62,11 @@ def beats_majority(row: Row) -> bool:
     return interval is None or majority is None or interval[0] > majority
 
 
+def below_majority(rows: list[Row]) -> list[str]:
+    """Labels of the trained rows that do not beat the majority class (``beats_majority``)."""
+    return [row["label"] for row in rows if row.get("training") and not beats_majority(row)]
+
+
 def _memory(row: Row) -> str:
     peak, delta = _get(row, "training", "peak_rss_mb"), _get(row, "training", "memory_delta_mb")
     return "-" if peak is None else f"{peak:,.0f} (+{delta:,.0f})"

@@ -35,7 +35,7 @@ from peftplug.data import (
 from peftplug.data.datasets import PromptCompletion, Split
 from peftplug.data.encode import IGNORE_INDEX
 from peftplug.errors import ConfigError
-from peftplug.metrics import causal_lm_example_losses, classification_hits
+from peftplug.metrics import causal_lm_example_losses, classification_hits, per_token_mean
 
 Example = dict[str, Any]
 
@@ -65,7 +65,7 @@ class LoadedTask:
                 "majority_rate": majority_rate([int(e["labels"]) for e in self.test]),
             }
         losses = causal_lm_example_losses(model, self.test, self.collate)
-        loss = sum(value for value, _ in losses) / max(sum(count for _, count in losses), 1)
+        loss = per_token_mean(losses)
         return {
             "loss": loss,
             "perplexity": math.exp(min(loss, 50.0)),
