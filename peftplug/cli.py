@@ -10,7 +10,7 @@ import platform
 import sys
 from collections.abc import Sequence
 
-from peftplug.compare import arguments as compare_arguments
+from peftplug.commands import arguments as command_arguments
 from peftplug.errors import PeftplugError
 from peftplug.plugins import get_host
 
@@ -25,7 +25,8 @@ def _plugins(arguments: argparse.Namespace) -> int:
         print("no plugins installed (pip install peftplug-lora, for example)")
         return 0
     for info in rows:
-        status = f"FAILED: {info.error}" if info.error else ", ".join(info.methods)
+        commands = [f"command {name}" for name in arguments.plugin_commands.get(info.name, [])]
+        status = f"FAILED: {info.error}" if info.error else ", ".join([*info.methods, *commands])
         print(f"{info.name:<16} {info.distribution} {info.version:<10} {status}")
     return 0
 
@@ -53,54 +54,8 @@ def _info(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _compare(arguments: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from peftplug.compare.model_dirs import check_model_dir
-    from peftplug.compare.plan import plan_rows
-    from peftplug.compare.prepared_data import prepare_data
-    from peftplug.compare.runner import run_compare
-
-    if arguments.latency_repeats < 1:
-        raise PeftplugError(
-            f"--latency-repeats must be at least 1, got {arguments.latency_repeats}"
-        )
-    if arguments.shots < 0:
-        raise PeftplugError(f"--shots must be 0 or more, got {arguments.shots}")
-    workload = compare_arguments.workload_from(
-        arguments, arguments.latency_repeats, arguments.shots
-    )
-    if workload.model is not None:
-        check_model_dir(workload.model)
-    for note in prepare_data(workload).notes:  # bad data fails here, not in every row
-        print(f"data: {note}", flush=True)
-    out = Path(arguments.out)
-    if out.exists() and not out.is_dir():
-        raise PeftplugError(f"--out {out} is a file: name a directory for the reports")
-    rows = plan_rows(
-        workload,
-        out,
-        methods=compare_arguments.method_list(arguments.methods),
-        overrides=compare_arguments.parse_overrides(arguments.config),
-        learning_rates=compare_arguments.parse_learning_rates(arguments.lr),
-        baselines=arguments.baselines,
-        vs_peft=arguments.vs_peft,
-        lr_search=arguments.lr_search,
-    )
-    run = run_compare(workload, rows, out, arguments.argv)
-    if run.rows and all(row["status"] == "failed" for row in run.rows):
-        print(
-            f"peftplug compare: error: every row failed (see {out}); the first: "
-            f"{run.rows[0].get('error')}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
 def _train(arguments: argparse.Namespace) -> int:
-    from peftplug.compare.table import held_out_text
-    from peftplug.compare.train import run_train
+    from peftplug.commands.train import held_out_text, run_train
 
     figures = run_train(arguments)
     metric = held_out_text(figures["metric"])
@@ -114,7 +69,7 @@ def _train(arguments: argparse.Namespace) -> int:
 
 
 def _merge(arguments: argparse.Namespace) -> int:
-    from peftplug.compare.export import merge_to_directory
+    from peftplug.commands.export import merge_to_directory
 
     out = merge_to_directory(arguments.adapter, arguments.out, arguments.model, arguments.task)
     print(f"merged model: {out}")
@@ -122,7 +77,7 @@ def _merge(arguments: argparse.Namespace) -> int:
 
 
 def _export(arguments: argparse.Namespace) -> int:
-    from peftplug.compare.export import export
+    from peftplug.commands.export import export
 
     out = export(
         arguments.adapter,
@@ -137,7 +92,7 @@ def _export(arguments: argparse.Namespace) -> int:
 
 
 def _import(arguments: argparse.Namespace) -> int:
-    from peftplug.compare.peft_import import import_to_directory
+    from peftplug.commands.peft_import import import_to_directory
 
     method, out = import_to_directory(
         arguments.peft_adapter, arguments.out, arguments.model, arguments.overwrite
@@ -161,7 +116,12 @@ def _add_base_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="peftplug", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="peftplug",
+        description=__doc__,
+        epilog="Comparing every installed method side by side is `peftplug compare`, from the "
+        "peftplug-compare distribution (pip install peftplug-compare).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     plugins = commands.add_parser("plugins", help="list installed plugins and their methods")
     plugins.add_argument("--json", action="store_true", help="print JSON")
@@ -169,13 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions and the compiled extension's status")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=_info)
-    compare = commands.add_parser(
-        "compare", help="train and measure every installed method side by side"
-    )
-    compare_arguments.add_compare_arguments(compare)
-    compare.set_defaults(run=_compare)
     train = commands.add_parser("train", help="train one method on your data and save the adapter")
-    compare_arguments.add_train_arguments(train)
+    command_arguments.add_train_arguments(train)
     train.set_defaults(run=_train)
     merge = commands.add_parser("merge", help="fold an adapter into its base; save the full model")
     _add_base_arguments(merge)
@@ -184,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_arguments(export)
     export.add_argument(
         "--format",
-        choices=compare_arguments.EXPORT_FORMATS,
+        choices=command_arguments.EXPORT_FORMATS,
         default="peftplug",
         help="peftplug: the verified adapter files; peft: HF PEFT's layout (methods with a "
         "PEFT equivalent); merged: a full model",
@@ -207,13 +162,64 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace the adapter in a non-empty --out"
     )
     imports.set_defaults(run=_import)
+    parser.set_defaults(plugin_commands=_add_plugin_commands(commands))
     return parser
+
+
+# Commands that ship in their own distribution: named here only to tell users what to install.
+COMMAND_DISTRIBUTIONS = {"compare": "peftplug-compare"}
+
+
+def _add_plugin_commands(commands: argparse._SubParsersAction) -> dict[str, list[str]]:
+    """Each plugin's ``peftplug_register_commands``: the names each added.
+
+    A plugin whose registration fails is reported on stderr and its commands are left out.
+    """
+    added_by: dict[str, list[str]] = {}
+    hook = get_host().hook.peftplug_register_commands
+    for implementation in hook.get_hookimpls():
+        before = set(commands.choices)
+        try:
+            implementation.function(commands=commands)
+            added_by[implementation.plugin_name] = sorted(set(commands.choices) - before)
+        except Exception as error:  # a broken plugin must not take the whole CLI down
+            added = set(commands.choices) - before
+            for name in added:
+                del commands.choices[name]
+            commands._choices_actions = [
+                action for action in commands._choices_actions if action.dest not in added
+            ]
+            print(
+                f"peftplug: plugin {implementation.plugin_name!r} could not add its commands "
+                f"({type(error).__name__}: {error}); the other commands work",
+                file=sys.stderr,
+            )
+    return added_by
+
+
+def _missing_command(argv: Sequence[str], parser: argparse.ArgumentParser) -> str | None:
+    """The install hint when ``argv`` asks for a command whose distribution is not installed."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    name = next((word for word in argv if not word.startswith("-")), None)
+    if name in COMMAND_DISTRIBUTIONS and name not in commands.choices:
+        return (
+            f"peftplug: error: '{name}' comes with the {COMMAND_DISTRIBUTIONS[name]} "
+            f"distribution, which is not installed (or is disabled by "
+            f"PEFTPLUG_DISABLE_PLUGINS/PEFTPLUG_LOAD_PLUGINS): pip install "
+            f"{COMMAND_DISTRIBUTIONS[name]}"
+        )
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``peftplug`` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    missing = _missing_command(argv, parser)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
+    arguments = parser.parse_args(argv)
     arguments.argv = argv
     try:
         return arguments.run(arguments)

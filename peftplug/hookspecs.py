@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     import torch
     from torch import nn
     from transformers import TrainerCallback, TrainingArguments
@@ -158,3 +160,14 @@ def peftplug_set_base_weight(module: nn.Module, weight: torch.Tensor) -> Any:
 @hookspec
 def peftplug_trainer_callbacks(config: MethodConfig) -> list[TrainerCallback] | None:
     """Extra Trainer callbacks this method needs during training (schedules, re-allocation)."""
+
+
+@hookspec
+def peftplug_register_commands(commands: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``peftplug`` command line (``peftplug-compare`` adds ``compare``).
+
+    Call ``commands.add_parser(name, help=...)`` and set the parser's ``run`` default to a
+    function taking the parsed ``argparse.Namespace`` (its ``argv`` holds the command line) and
+    returning the exit status. Raise ``peftplug.errors.PeftplugError`` for bad input: the CLI
+    prints it in one line and exits 2. Import heavy modules inside ``run``, not here.
+    """

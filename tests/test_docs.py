@@ -30,8 +30,10 @@ def test_every_hook_has_a_docstring() -> None:
     assert all(getattr(hookspecs, name).__doc__ for name in _hook_names())
 
 
-def test_every_hook_is_called_by_the_core_and_used_by_a_test() -> None:
-    core = "".join(p.read_text() for p in (ROOT / "peftplug").rglob("*.py"))
+def test_every_hook_is_called_and_used_by_a_test() -> None:
+    """Called by the core, or by the tool distribution it serves (``--vs-peft`` in compare)."""
+    callers = [*(ROOT / "peftplug").rglob("*.py"), *ROOT.glob("plugins/peftplug-compare/src/*/*.py")]
+    core = "".join(p.read_text() for p in callers)
     tests = "".join(p.read_text() for p in [*ROOT.glob("tests/*.py"), *ROOT.glob("plugins/*/tests/*.py")])
     implementations = "".join(
         p.read_text()

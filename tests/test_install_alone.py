@@ -68,21 +68,38 @@ def _plugins(venv: Path) -> list[dict]:
     return json.loads(output)
 
 
+def _cli(venv: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [venv / "bin" / "python", "-m", "peftplug.cli", *arguments], capture_output=True, text=True
+    )
+
+
 def test_the_core_alone_has_no_plugins(core_venv: Path) -> None:
     assert _plugins(core_venv) == []
+
+
+def test_the_core_cli_works_without_compare_and_says_how_to_add_it(core_venv: Path) -> None:
+    assert _cli(core_venv, "train", "--help").returncode == 0
+    missing = _cli(core_venv, "compare", "--steps", "3")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "pip install peftplug-compare" in missing.stderr
+    assert "pip install peftplug-compare" in _cli(core_venv, "--help").stdout
 
 
 @pytest.mark.parametrize("plugin", PLUGINS, ids=[p.name for p in PLUGINS])
 def test_a_plugin_installs_alone_and_is_listed(core_venv: Path, plugin: Path) -> None:
     """Alone on the core, with only the peftplug plugins it declares (P-tuning needs prompt)."""
     declared = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert all(d.startswith("peftplug") for d in declared), declared
     needed = [ROOT / "plugins" / re.split(r"[<>=!~ ]", d)[0] for d in declared if d.startswith("peftplug-")]
     _pip(core_venv, *map(str, needed), str(plugin))
     try:
         listed = {p["distribution"]: p for p in _plugins(core_venv)}
         assert set(listed) == {plugin.name, *(n.name for n in needed)}
-        assert listed[plugin.name]["methods"] and listed[plugin.name]["error"] is None
+        assert listed[plugin.name]["error"] is None
+        if plugin.name == "peftplug-compare":  # a tool: it adds a command, no method
+            assert _cli(core_venv, "compare", "--help").returncode == 0
+        else:
+            assert listed[plugin.name]["methods"]
     finally:
         subprocess.run(
             [core_venv / "bin" / "python", "-m", "pip", "uninstall", "-q", "-y", plugin.name,

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from peftplug.compare.intervals import bootstrap_ratio_interval, majority_rate, wilson_interval
-from peftplug.compare.table import beats_majority
+from peftplug.workload.intervals import bootstrap_ratio_interval, majority_rate, wilson_interval
 
 
 def test_wilson_matches_the_formula_worked_by_hand() -> None:
@@ -40,9 +39,5 @@ def test_the_bootstrap_interval_narrows_as_the_square_root_of_the_examples() -> 
     assert ratio == pytest.approx(math.sqrt(16), rel=0.25)  # Monte-Carlo error of 2,000 draws
 
 
-def test_the_majority_mark() -> None:
+def test_the_majority_rate() -> None:
     assert majority_rate([0, 1, 1, 1]) == 0.75
-    row = {"metric": {"accuracy": 0.76, "interval": [0.70, 0.81], "majority_rate": 0.75}}
-    assert not beats_majority(row)
-    row["metric"]["interval"] = [0.751, 0.81]
-    assert beats_majority(row)

@@ -14,7 +14,7 @@ from transformers import Trainer
 
 import peftplug
 from peftplug import atomic
-from peftplug.compare.export_inputs import local_base
+from peftplug.commands.export_inputs import local_base
 from peftplug.data.locate import MissingDataPackage
 from peftplug.data.models import encoder_path
 from peftplug.errors import AdapterLoadError, AdapterSaveError

@@ -246,7 +246,7 @@ def test_the_installed_command_prints_no_traceback(tmp_path: Path) -> None:
 
 
 def test_a_utf16_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
-    from peftplug.compare.data_files import read_labelled
+    from peftplug.workload.data_files import read_labelled
 
     data = write(tmp_path / "d.csv", GOOD_CSV.encode("utf-16"))
     records, names, _ = read_labelled(data)

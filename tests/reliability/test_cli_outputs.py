@@ -75,7 +75,7 @@ def test_train_refuses_an_existing_adapter_or_a_file_before_training(
 def test_ctrl_c_exits_130_without_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import peftplug.compare.train as train
+    import peftplug.commands.train as train
 
     def interrupted(arguments: object) -> dict:
         raise KeyboardInterrupt
@@ -89,8 +89,8 @@ def test_ctrl_c_exits_130_without_a_traceback(
 def test_compare_exits_non_zero_when_every_row_failed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import peftplug.compare.plan as plan
-    import peftplug.compare.runner as runner
+    import peftplug_compare.plan as plan
+    import peftplug_compare.runner as runner
 
     failed = [{"label": label, "status": "failed", "error": "boom"} for label in ("a", "b")]
     monkeypatch.setattr(plan, "plan_rows", lambda *args, **kwargs: [])

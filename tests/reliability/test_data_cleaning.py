@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from peftplug.commands import train as train_command
 from transformers import BertTokenizerFast
 
 from peftplug.cli import main
-from peftplug.compare import train as train_command
-from peftplug.compare.data_files import read_labelled, read_prompt_completions
 from peftplug.testing.tiny_models import VOCAB_SIZE, tiny_bert_classifier
+from peftplug.workload.data_files import read_labelled, read_prompt_completions
 
 ROWS = [
     ("fine film", "pos"),

@@ -19,10 +19,10 @@ from typing import Any
 from transformers.utils import logging as transformers_logging
 
 from peftplug.atomic import atomic_write_files
-from peftplug.compare.options import RowSpec
-from peftplug.compare.peft_rows import run_peft
-from peftplug.compare.rows import run_in_context, run_method, run_untrained
 from peftplug.errors import PeftplugError
+from peftplug_compare.peft_rows import run_peft
+from peftplug_compare.rows import run_in_context, run_method, run_untrained
+from peftplug_compare.spec import RowSpec
 
 RUNNERS = {
     "untrained": run_untrained,

@@ -18,8 +18,9 @@ from typing import Any
 
 from transformers import Trainer
 
-from peftplug.compare.options import RowSpec, Workload
-from peftplug.compare.tasks import LoadedTask
+from peftplug.workload.options import Workload
+from peftplug.workload.tasks import LoadedTask
+from peftplug_compare.spec import RowSpec
 
 SPREAD = math.sqrt(10)  # candidates a half-decade apart: centre / 3.16, centre, centre * 3.16
 TRIAL_SHARE = 4  # a trial runs steps // TRIAL_SHARE steps (at least MIN_TRIAL_STEPS)

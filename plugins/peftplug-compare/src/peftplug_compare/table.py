@@ -43,15 +43,6 @@ def _metric(row: Row) -> str:
     return "-"
 
 
-def held_out_text(metric: dict[str, Any]) -> str:
-    """``accuracy 0.7120 [0.6700, 0.7510]`` (or the loss and perplexity): for one-line reports."""
-    interval = metric.get("interval")
-    spread = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
-    if "accuracy" in metric:
-        return f"accuracy {metric['accuracy']:.4f}{spread}"
-    return f"loss {metric['loss']:.4f}{spread}, perplexity {metric['perplexity']:.2f}"
-
-
 def beats_majority(row: Row) -> bool:
     """Whether a trained row's accuracy interval lies above always answering the commonest class.
 

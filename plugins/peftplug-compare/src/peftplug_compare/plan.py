@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from peftplug.compare.options import RowSpec, Workload
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
+from peftplug.workload.options import Workload
+from peftplug_compare.spec import RowSpec
 
 UNTRAINED_LABEL = "untrained"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import peftplug
 from peftplug.apply import require_state
-from peftplug.compare.export_inputs import load_base_model, refuse_non_empty
+from peftplug.commands.export_inputs import load_base_model, refuse_non_empty
 from peftplug.errors import ConfigError
 from peftplug.import_peft import PEFT_BASE_PREFIXES, PEFT_CONFIG, read_peft_adapter
 from peftplug.targets import TASK_HEAD_ATTRIBUTES

@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 
 import pytest
-from transformers import Trainer
-
-from peftplug.compare.lr_search import (
+from peftplug_compare.lr_search import (
     candidate_rates,
     row_trial,
     search_learning_rate,
     trial_steps,
     validation_task,
 )
-from peftplug.compare.options import Workload
-from peftplug.compare.tasks import LoadedTask, load_task
-from peftplug.compare.training import build_trainer, training_arguments
+from transformers import Trainer
+
 from peftplug.testing.tiny_task import save_tiny_classifier, write_reviews
+from peftplug.workload.options import Workload
+from peftplug.workload.tasks import LoadedTask, load_task
+from peftplug.workload.training import build_trainer, training_arguments
 
 
 def test_candidates_are_a_half_decade_apart_around_the_declared_rate() -> None:

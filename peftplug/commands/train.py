@@ -12,12 +12,12 @@ from typing import Any, TextIO
 import yaml
 
 import peftplug
-from peftplug.compare.arguments import FILE_KEYS, parse_assignment, parse_value, workload_from
-from peftplug.compare.export_inputs import refuse_non_empty
-from peftplug.compare.tasks import load_task
-from peftplug.compare.training import build_trainer, train_measured, training_arguments
+from peftplug.commands.arguments import FILE_KEYS, parse_assignment, parse_value, workload_from
+from peftplug.commands.export_inputs import refuse_non_empty
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
+from peftplug.workload.tasks import load_task
+from peftplug.workload.training import build_trainer, train_measured, training_arguments
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -110,3 +110,12 @@ def run_train(arguments: argparse.Namespace, stream: TextIO | None = None) -> di
         "training": cost.figures(),
         "trainable": peftplug.trainable_parameters(task.model).trainable,
     }
+
+
+def held_out_text(metric: dict[str, Any]) -> str:
+    """``accuracy 0.7120 [0.6700, 0.7510]`` (or the loss and perplexity): for one-line reports."""
+    interval = metric.get("interval")
+    spread = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+    if "accuracy" in metric:
+        return f"accuracy {metric['accuracy']:.4f}{spread}"
+    return f"loss {metric['loss']:.4f}{spread}, perplexity {metric['perplexity']:.2f}"

@@ -1,4 +1,4 @@
-"""What a comparison runs: the shared workload and one spec per table row (JSON-ready)."""
+"""The workload of ``peftplug train`` and of every comparison row: task, model, data, budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 from typing import Any, Literal
 
 Task = Literal["classification", "causal-lm"]
-RowKind = Literal["untrained", "in-context", "method", "peft"]
 TASKS: tuple[str, ...] = ("classification", "causal-lm")
 
 # Held-out examples when the user gives no --eval-size: BASELINE.md's QA split, and enough
@@ -43,28 +42,3 @@ class Workload:
     def from_dict(cls, values: dict[str, Any]) -> Workload:
         """Inverse of ``to_dict``."""
         return cls(**values)
-
-
-@dataclasses.dataclass(frozen=True)
-class RowSpec:
-    """One row of the table: the untrained model, in-context examples, a method, PEFT's method."""
-
-    label: str
-    kind: RowKind
-    workload: Workload
-    method: str | None = None
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    learning_rate: float | None = None
-    adapter_dir: str | None = None
-    search_learning_rate: bool = False  # search around learning_rate (lr_search) before training
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form."""
-        values = dataclasses.asdict(self)
-        values["workload"] = self.workload.to_dict()
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RowSpec:
-        """Inverse of ``to_dict``."""
-        return cls(**{**values, "workload": Workload.from_dict(values["workload"])})

@@ -19,10 +19,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from peftplug.compare.intervals import bootstrap_ratio_interval, majority_rate, wilson_interval
-from peftplug.compare.model_dirs import load_from_directory
-from peftplug.compare.options import Workload
-from peftplug.compare.prepared_data import prepare_data
 from peftplug.data import (
     CausalLMCollator,
     causal_lm_dataset,
@@ -36,6 +32,10 @@ from peftplug.data.datasets import PromptCompletion, Split
 from peftplug.data.encode import IGNORE_INDEX
 from peftplug.errors import ConfigError
 from peftplug.metrics import causal_lm_example_losses, classification_hits, per_token_mean
+from peftplug.workload.intervals import bootstrap_ratio_interval, majority_rate, wilson_interval
+from peftplug.workload.model_dirs import load_from_directory
+from peftplug.workload.options import Workload
+from peftplug.workload.prepared_data import prepare_data
 
 Example = dict[str, Any]
 

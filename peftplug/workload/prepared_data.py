@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from peftplug.compare.data_files import read_labelled, read_prompt_completions
-from peftplug.compare.options import DEFAULT_EVAL_SIZE, Workload
 from peftplug.data.datasets import (
     REVIEW_LABELS,
     Split,
@@ -16,6 +14,8 @@ from peftplug.data.datasets import (
     unique,
 )
 from peftplug.errors import ConfigError
+from peftplug.workload.data_files import read_labelled, read_prompt_completions
+from peftplug.workload.options import DEFAULT_EVAL_SIZE, Workload
 
 
 @dataclasses.dataclass(frozen=True)

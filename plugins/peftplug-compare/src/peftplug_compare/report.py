@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.atomic import atomic_write_files
-from peftplug.compare.table import below_majority, cells, headers
 from peftplug.portable import portable_json
+from peftplug_compare.table import below_majority, cells, headers
 
 JSON_NAME = "compare.json"
 MARKDOWN_NAME = "compare.md"

@@ -11,21 +11,22 @@ from torch import nn
 from transformers import Trainer
 
 import peftplug
-from peftplug.compare.lr_search import search_row
-from peftplug.compare.measure import (
+from peftplug.errors import NotMergeableError
+from peftplug.plugins import get_host
+from peftplug.report import trainable_parameters
+from peftplug.state import adapter_layers
+from peftplug.workload.measure import (
     adapter_bytes,
     forward_call,
     interleaved_latency_ms,
     parameter_count,
     tensor_bytes,
 )
-from peftplug.compare.options import RowSpec, Workload
-from peftplug.compare.tasks import LoadedTask, load_task, with_shots
-from peftplug.compare.training import build_trainer, train_measured, training_arguments
-from peftplug.errors import NotMergeableError
-from peftplug.plugins import get_host
-from peftplug.report import trainable_parameters
-from peftplug.state import adapter_layers
+from peftplug.workload.options import Workload
+from peftplug.workload.tasks import LoadedTask, load_task, with_shots
+from peftplug.workload.training import build_trainer, train_measured, training_arguments
+from peftplug_compare.lr_search import search_row
+from peftplug_compare.spec import RowSpec
 
 
 def parameter_figures(model: nn.Module, base: int) -> dict[str, Any]:

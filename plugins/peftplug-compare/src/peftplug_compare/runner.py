@@ -11,12 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
-from peftplug.compare.chart import write_chart
-from peftplug.compare.environment import describe_environment
-from peftplug.compare.options import RowSpec, Workload
-from peftplug.compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
-from peftplug.compare.table import below_majority, terminal_table
-from peftplug.compare.worker import write_row_result
+from peftplug.workload.options import Workload
+from peftplug_compare.chart import write_chart
+from peftplug_compare.environment import describe_environment
+from peftplug_compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
+from peftplug_compare.spec import RowSpec
+from peftplug_compare.table import below_majority, terminal_table
+from peftplug_compare.worker import write_row_result
 
 FORMAT = "peftplug-compare"
 FORMAT_VERSION = 1

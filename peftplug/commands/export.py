@@ -10,8 +10,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 import peftplug
-from peftplug.compare.arguments import EXPORT_FORMATS
-from peftplug.compare.export_inputs import base_model_for, refuse_non_empty
+from peftplug.commands.arguments import EXPORT_FORMATS
+from peftplug.commands.export_inputs import base_model_for, refuse_non_empty
 from peftplug.errors import ConfigError
 from peftplug.model_card import CARD_NAME
 from peftplug.serialization import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter, write_adapter

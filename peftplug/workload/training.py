@@ -12,10 +12,10 @@ from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 import peftplug
-from peftplug.compare.measure import peak_memory
-from peftplug.compare.options import Workload
-from peftplug.compare.tasks import LoadedTask
 from peftplug.errors import ConfigError
+from peftplug.workload.measure import peak_memory
+from peftplug.workload.options import Workload
+from peftplug.workload.tasks import LoadedTask
 
 
 class ProgressBar(TrainerCallback):

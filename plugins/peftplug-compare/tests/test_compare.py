@@ -16,17 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import peftplug_compare
 import pytest
 import safetensors.torch
 import torch
+from peftplug_compare.arguments import parse_learning_rates, parse_overrides
+from peftplug_compare.plan import plan_rows
 from transformers import BertTokenizerFast
 
-import peftplug.compare
 from peftplug.cli import main
-from peftplug.compare.arguments import parse_learning_rates, parse_overrides
-from peftplug.compare.data_files import read_labelled
-from peftplug.compare.options import Workload
-from peftplug.compare.plan import plan_rows
 from peftplug.contracts import ComparisonDefaults, MethodSpec
 from peftplug.errors import ConfigError
 from peftplug.testing.portable import leaks
@@ -36,6 +34,8 @@ from peftplug.testing.tiny_task import (
     save_tiny_classifier,
     write_reviews,
 )
+from peftplug.workload.data_files import read_labelled
+from peftplug.workload.options import Workload
 
 STEPS, BATCH = 120, 8
 
@@ -383,7 +383,7 @@ def test_user_data_needs_its_columns(tmp_path: Path) -> None:
 
 def test_compare_names_no_method() -> None:
     """Methods come from their plugins' declarations and hooks, never from compare's source."""
-    source = Path(peftplug.compare.__file__).parent
+    source = Path(peftplug_compare.__file__).parent
     names = ("lora", "prefix", "prompt", "ptuning", "head", "full")
     found = [
         f"{path.name}: {name}"

@@ -13,15 +13,16 @@ from typing import Any
 from torch import nn
 from transformers import Trainer
 
-from peftplug.compare.lr_search import search_row
-from peftplug.compare.measure import adapter_bytes, parameter_count
-from peftplug.compare.options import RowSpec, Workload
-from peftplug.compare.rows import latency_figures, parameter_figures
-from peftplug.compare.tasks import LoadedTask, load_task
-from peftplug.compare.training import build_trainer, train_measured, training_arguments
 from peftplug.config import MethodConfig
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
+from peftplug.workload.measure import adapter_bytes, parameter_count
+from peftplug.workload.options import Workload
+from peftplug.workload.tasks import LoadedTask, load_task
+from peftplug.workload.training import build_trainer, train_measured, training_arguments
+from peftplug_compare.lr_search import search_row
+from peftplug_compare.rows import latency_figures, parameter_figures
+from peftplug_compare.spec import RowSpec
 
 
 def _task_type(task: LoadedTask) -> str:

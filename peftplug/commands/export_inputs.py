@@ -7,12 +7,12 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
-from peftplug.compare.model_dirs import load_from_directory
 from peftplug.data.locate import MissingDataPackage, package_file
 from peftplug.data.models import causal_lm_path, gguf_path
 from peftplug.errors import ConfigError
 from peftplug.serialization import read_adapter
 from peftplug.targets import TASK_HEAD_ATTRIBUTES
+from peftplug.workload.model_dirs import load_from_directory
 
 
 def _head_rows(tensors: dict[str, Any]) -> int | None:
