@@ -15,23 +15,25 @@ def _batches(
     return [collate(list(dataset[i : i + batch_size])) for i in range(0, len(dataset), batch_size)]
 
 
-def classification_hits(
+def classification_outcomes(
     model: nn.Module,
     dataset: Sequence[dict[str, Any]],
     collate: Callable[[list], dict],
     batch_size: int = 64,
-) -> list[bool]:
-    """Per example: whether its arg-max logit is its label."""
+) -> tuple[list[bool], list[float]]:
+    """Per example: whether its arg-max logit is its label, and its cross-entropy (nats)."""
     was_training = model.training
     model.eval()
     hits: list[bool] = []
+    losses: list[float] = []
     with torch.no_grad():
         for batch in _batches(dataset, collate, batch_size):
             labels = batch.pop("labels")
-            predictions = model(**batch).logits.argmax(dim=-1)
-            hits += (predictions == labels).tolist()
+            logits = model(**batch).logits.float()
+            hits += (logits.argmax(dim=-1) == labels).tolist()
+            losses += torch.nn.functional.cross_entropy(logits, labels, reduction="none").tolist()
     model.train(was_training)
-    return hits
+    return hits, losses
 
 
 def classification_accuracy(
@@ -41,7 +43,7 @@ def classification_accuracy(
     batch_size: int = 64,
 ) -> float:
     """Share of examples whose arg-max logit is the label."""
-    hits = classification_hits(model, dataset, collate, batch_size)
+    hits, _ = classification_outcomes(model, dataset, collate, batch_size)
     return sum(hits) / len(hits)
 
 

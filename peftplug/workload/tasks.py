@@ -31,7 +31,7 @@ from peftplug.data import (
 from peftplug.data.datasets import PromptCompletion, Split
 from peftplug.data.encode import IGNORE_INDEX
 from peftplug.errors import ConfigError
-from peftplug.metrics import causal_lm_example_losses, classification_hits, per_token_mean
+from peftplug.metrics import causal_lm_example_losses, classification_outcomes, per_token_mean
 from peftplug.workload.intervals import bootstrap_ratio_interval, majority_rate, wilson_interval
 from peftplug.workload.model_dirs import load_from_directory
 from peftplug.workload.options import Workload
@@ -56,13 +56,18 @@ class LoadedTask:
     split: Split[Any] | None = None  # the records behind train and test
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """The held-out metric, its 95% interval, and the majority-class rate or perplexity."""
+        """The held-out metric, its 95% interval, and the majority-class rate or perplexity.
+
+        A classifier's ``loss`` is its mean cross-entropy: a short run's accuracy often ties
+        where its loss already tells runs apart (the learning-rate search scores with it).
+        """
         if self.metric == "accuracy":
-            hits = classification_hits(model, self.test, self.collate)
+            hits, losses = classification_outcomes(model, self.test, self.collate)
             return {
                 "accuracy": sum(hits) / len(hits),
                 "interval": list(wilson_interval(sum(hits), len(hits))),
                 "majority_rate": majority_rate([int(e["labels"]) for e in self.test]),
+                "loss": sum(losses) / len(losses),
             }
         losses = causal_lm_example_losses(model, self.test, self.collate)
         loss = per_token_mean(losses)

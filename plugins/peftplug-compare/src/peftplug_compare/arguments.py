@@ -70,6 +70,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "validation split (three quarter-budget trials per row)",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run every row under N seeds (--seed onwards: split, head, data order) and "
+        "report mean ± spread",
+    )
+    parser.add_argument(
         "--vs-peft",
         action="store_true",
         help="add HF PEFT's LoRA, prompt, P-tuning and prefix tuning rows",

@@ -7,25 +7,90 @@ from pathlib import Path
 from typing import Any
 
 from peftplug.atomic import atomic_write_files
+from peftplug_compare.seeds import by_label
+from peftplug_compare.table import best_row
+
+LABEL_HEIGHT_POINTS = 11  # one label's line on the chart
+
+
+def _annotate(axes: Any, label: str, x: float, y: float, lines_down: int) -> Any:
+    return axes.annotate(
+        label,
+        (x, y),
+        textcoords="offset points",
+        xytext=(4, 4 - lines_down * LABEL_HEIGHT_POINTS),
+        fontsize="small",
+        arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5} if lines_down else None,
+    )
+
+
+def _label_points(axes: Any, points: list[tuple[str, float, float]]) -> None:
+    """Annotate each point, moving a label down a line while it covers one placed before
+    (methods with the same figure and a similar size would otherwise print on top of each
+    other); a moved label gets a leader line to its point. Only the texts' boxes count: a
+    leader line may cross another label."""
+    from matplotlib.text import Text
+
+    axes.figure.canvas.draw()  # fixes the axes' limits, so data maps to display coordinates
+    renderer = axes.figure.canvas.get_renderer()
+    placed: list[Any] = []
+    for label, x, y in sorted(points, key=lambda point: (-point[2], point[1])):
+        lines_down = 0
+        while True:  # ends: each line down clears at least one of the finitely many boxes
+            annotation = _annotate(axes, label, x, y, lines_down)
+            box = Text.get_window_extent(annotation, renderer)  # the text, not its leader line
+            if not any(box.overlaps(other) for other in placed):
+                break
+            annotation.remove()
+            lines_down += 1
+        placed.append(box)
 
 
 def write_chart(path: Path, rows: list[dict[str, Any]], metric: str) -> Path | None:
     """Draw the finished rows into a PNG at ``path`` (atomically); ``None`` if none finished."""
+    import matplotlib.pyplot as plt
+
+    figure = draw_chart(rows, metric)
+    if figure is None:
+        return None
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_files({path: buffer.getvalue()})
+    return path
+
+
+def draw_chart(rows: list[dict[str, Any]], metric: str) -> Any:
+    """The figure of the finished rows (seeds combined); ``None`` if none finished."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [r for r in rows if r.get("status") == "ok"]
+    done = [r for r in by_label(rows) if r.get("status") == "ok"]
     if not done:
         return None
     figure, (scatter, memory, latency) = plt.subplots(1, 3, figsize=(17, 5.5))
+    points = []
     for row in done:
         count = max(row["parameters"]["trainable"], 1)  # the untrained model at 1 on a log axis
         value = row["metric"][metric]
-        scatter.scatter(count, value, s=40)
-        scatter.annotate(row["label"], (count, value), textcoords="offset points", xytext=(4, 4))
+        low, high = row["metric"].get("interval") or (value, value)
+        scatter.errorbar(count, value, yerr=[[value - low], [high - value]], fmt="o", capsize=3)
+        points.append((row["label"], count, value))
+    best = best_row(done)
+    if best is not None and best["metric"].get("interval"):
+        scatter.axhspan(
+            *best["metric"]["interval"],
+            color="tab:green",
+            alpha=0.12,
+            label=f"95% interval of the best ({best['label']}): inside it is noise",
+        )
+    majority = next((r["metric"].get("majority_rate") for r in done), None)
+    if majority is not None:
+        scatter.axhline(majority, color="grey", linestyle="--", label="majority class")
     scatter.set_xscale("log")
+    scatter.legend(loc="lower right", fontsize="small")
     scatter.set_xlabel("trainable parameters (log; untrained at 1)")
     scatter.set_ylabel(f"held-out {metric}")
     scatter.set_title(f"{metric} against trainable parameters")
@@ -53,8 +118,5 @@ def write_chart(path: Path, rows: list[dict[str, Any]], metric: str) -> Path | N
     latency.set_title("inference latency")
     latency.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize="small")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write_files({path: buffer.getvalue()})
-    return path
+    _label_points(scatter, points)  # after the layout: it places labels in display space
+    return figure

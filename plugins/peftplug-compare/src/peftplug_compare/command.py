@@ -50,6 +50,7 @@ def run_compare_command(arguments: argparse.Namespace) -> int:
         baselines=arguments.baselines,
         vs_peft=arguments.vs_peft,
         lr_search=arguments.lr_search,
+        seeds=arguments.seeds,
     )
     run = run_compare(workload, rows, out, arguments.argv)
     if run.rows and all(row["status"] == "failed" for row in run.rows):

@@ -2,7 +2,8 @@
 
 Each candidate trains a fresh copy of the model for a quarter of the budget on the training
 split less a validation part carved from it (never the held-out set), and is scored on that
-part. The best score wins; ties keep the rate nearer the centre, the plugin's declared rate.
+part by its loss (``validation_score``). The best score wins; ties keep the rate nearer the
+centre, the plugin's declared rate.
 """
 
 from __future__ import annotations
@@ -90,9 +91,11 @@ def search_learning_rate(
     return SearchResult(max(candidates, key=rank), scores, time.perf_counter() - started)
 
 
-def validation_score(task: LoadedTask, metric: dict[str, float]) -> float:
-    """Higher is better: the accuracy, or minus the loss."""
-    return metric["accuracy"] if task.metric == "accuracy" else -metric["loss"]
+def validation_score(metric: dict[str, float]) -> float:
+    """Higher is better: minus the validation loss (a classifier's cross-entropy, a causal LM's
+    per-token loss). A short trial's accuracy mostly ties at the majority class; its loss
+    already orders the rates."""
+    return -metric["loss"]
 
 
 TrainerFor = Callable[[LoadedTask, float, str, Workload], Trainer]
@@ -124,6 +127,6 @@ def row_trial(
             model = trainer.model
         if not math.isfinite(loss):
             return math.nan  # diverged: its validation figure (NaN logits) means nothing
-        return validation_score(candidate, candidate.evaluate(model))
+        return validation_score(candidate.evaluate(model))
 
     return trial

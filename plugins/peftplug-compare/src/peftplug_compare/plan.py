@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,15 @@ def plan_rows(
     baselines: bool = True,
     vs_peft: bool = False,
     lr_search: bool = True,
+    seeds: int = 1,
 ) -> list[RowSpec]:
     """The untrained model, the baselines, each chosen method and (with ``vs_peft``) PEFT's rows.
 
     Every method takes its plugin's comparison defaults (``MethodSpec.comparison``), then the
     user's ``overrides`` and ``learning_rates``; names that match no chosen method are errors.
     With ``lr_search`` a method's rate is searched around its default (``lr_search.py``) unless
-    ``learning_rates`` fixes it.
+    ``learning_rates`` fixes it. With ``seeds`` above 1 every row runs that many times, under
+    seeds ``workload.seed`` onwards (``seeds.by_label`` shows them as one).
     """
     host = get_host()
     installed = sorted(host.methods)
@@ -76,4 +79,17 @@ def plan_rows(
                     search,
                 )
             )
-    return rows
+    return [run for row in rows for run in _under_seeds(row, seeds)]
+
+
+def _under_seeds(row: RowSpec, seeds: int) -> list[RowSpec]:
+    """The row once per seed; adapters of seeds after the first in directories of their own."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    runs = [row]
+    for offset in range(1, seeds):
+        seed = row.workload.seed + offset
+        adapter_dir = f"{row.adapter_dir}-seed{seed}" if row.adapter_dir else None
+        workload = dataclasses.replace(row.workload, seed=seed)
+        runs.append(dataclasses.replace(row, workload=workload, adapter_dir=adapter_dir))
+    return runs

@@ -8,7 +8,8 @@ from typing import Any
 
 from peftplug.atomic import atomic_write_files
 from peftplug.portable import portable_json
-from peftplug_compare.table import below_majority, cells, headers
+from peftplug_compare.seeds import by_label
+from peftplug_compare.table import best_row, cells, headers, notes
 
 JSON_NAME = "compare.json"
 MARKDOWN_NAME = "compare.md"
@@ -20,10 +21,22 @@ def metric_name(record: dict[str, Any]) -> str:
     return "accuracy" if record["workload"]["task"] == "classification" else "loss"
 
 
+def _escaped(note: str) -> str:
+    """A note for a Markdown list: a leading ``*`` would start a nested list."""
+    return "\\" + note if note.startswith("*") else note
+
+
+def _rates(row: dict[str, Any]) -> str:
+    """The learning rate; under several seeds each seed's, when the search chose differently."""
+    rates = row.get("learning_rates") or [row.get("learning_rate")]
+    known = [rate for rate in rates if rate is not None]
+    return "/".join(f"{rate:g}" for rate in dict.fromkeys(known)) or "-"
+
+
 def markdown(record: dict[str, Any]) -> str:
     """The report: settings, the table, errors, and how each figure was measured."""
     workload, environment = record["workload"], record["environment"]
-    rows = record["rows"]
+    rows = by_label(record["rows"])
     first = next((r for r in rows if r.get("status") == "ok"), {})
     lines = [
         "# peftplug compare",
@@ -44,17 +57,10 @@ def markdown(record: dict[str, Any]) -> str:
     titles = headers(metric_name(record)) + ["lr"]
     lines.append("| " + " | ".join(titles) + " |")
     lines.append("|" + "---|" * len(titles))
+    best = best_row(rows)
     for row in rows:
-        rate = row.get("learning_rate")
-        lines.append("| " + " | ".join([*cells(row), "-" if rate is None else f"{rate:g}"]) + " |")
-    stuck = below_majority(rows)
-    if stuck:
-        lines += [
-            "",
-            f"\\* did not beat the majority class at this budget: {', '.join(stuck)} (the 95% "
-            "interval reaches down to always answering the commonest class); a larger "
-            "`--steps` or another `--lr` may help",
-        ]
+        lines.append("| " + " | ".join([*cells(row, best), _rates(row)]) + " |")
+    lines += ["", *(f"- {_escaped(note)}" for note in notes(rows))]
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["", "## Failed rows", ""]

@@ -13,10 +13,12 @@ from typing import Any, TextIO
 
 from peftplug.workload.options import Workload
 from peftplug_compare.chart import write_chart
+from peftplug_compare.contention import contention, read_cpu_counters
 from peftplug_compare.environment import describe_environment
 from peftplug_compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
+from peftplug_compare.seeds import by_label
 from peftplug_compare.spec import RowSpec
-from peftplug_compare.table import below_majority, terminal_table
+from peftplug_compare.table import notes, terminal_table
 from peftplug_compare.worker import write_row_result
 
 FORMAT = "peftplug-compare"
@@ -66,7 +68,15 @@ def _signal_name(code: int) -> str:
 
 
 def run_row_process(spec: RowSpec, scratch: Path, index: int) -> dict[str, Any]:
-    """Run one row in a child process of its own and read back its result."""
+    """Run one row in a child process of its own and read back its result, with how busy the
+    machine was meanwhile (``contention``)."""
+    before = read_cpu_counters()
+    result = _row_result(spec, scratch, index)
+    result["contention"] = contention(before, read_cpu_counters(), result.get("cpu_seconds"))
+    return result
+
+
+def _row_result(spec: RowSpec, scratch: Path, index: int) -> dict[str, Any]:
     result_file = scratch / f"row{index}.json"
     process = _row_context().Process(target=write_row_result, args=(spec, result_file), daemon=True)
     process.start()
@@ -128,6 +138,7 @@ def run_compare(
                     "label": spec.label,
                     "kind": spec.kind,
                     "method": spec.method,
+                    "seed": spec.workload.seed,
                     "learning_rate": spec.learning_rate,
                     "requested_options": spec.options,
                     **result,
@@ -149,10 +160,8 @@ def run_compare(
 
 def summary(run: CompareRun) -> str:
     """The terminal table and where the files are."""
-    lines = ["", terminal_table(run.rows, metric_name(run.record)), ""]
-    stuck = below_majority(run.rows)
-    if stuck:
-        lines.append(f"* did not beat the majority class at this budget: {', '.join(stuck)}")
+    rows = by_label(run.rows)
+    lines = ["", terminal_table(rows, metric_name(run.record)), "", *notes(rows)]
     if run.record["status"] != "complete":
         lines.append(
             f"run {run.record['status']}: {len(run.rows)} of "
