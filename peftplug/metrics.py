@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -11,8 +11,16 @@ from torch import nn
 
 def _batches(
     dataset: Sequence[dict[str, Any]], collate: Callable[[list], dict], batch_size: int
-) -> list[dict[str, torch.Tensor]]:
-    return [collate(list(dataset[i : i + batch_size])) for i in range(0, len(dataset), batch_size)]
+) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+    """Batches of examples of similar length (less padding), each with its examples' indices."""
+    order = sorted(range(len(dataset)), key=lambda index: len(dataset[index]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        yield indices, collate([dataset[index] for index in indices])
+
+
+def _in_dataset_order(pairs: list[tuple[int, Any]]) -> list[Any]:
+    return [value for _, value in sorted(pairs, key=lambda pair: pair[0])]
 
 
 def classification_outcomes(
@@ -24,16 +32,17 @@ def classification_outcomes(
     """Per example: whether its arg-max logit is its label, and its cross-entropy (nats)."""
     was_training = model.training
     model.eval()
-    hits: list[bool] = []
-    losses: list[float] = []
+    outcomes: list[tuple[int, tuple[bool, float]]] = []
     with torch.no_grad():
-        for batch in _batches(dataset, collate, batch_size):
+        for indices, batch in _batches(dataset, collate, batch_size):
             labels = batch.pop("labels")
             logits = model(**batch).logits.float()
-            hits += (logits.argmax(dim=-1) == labels).tolist()
-            losses += torch.nn.functional.cross_entropy(logits, labels, reduction="none").tolist()
+            hits = (logits.argmax(dim=-1) == labels).tolist()
+            losses = nn.functional.cross_entropy(logits, labels, reduction="none").tolist()
+            outcomes += zip(indices, zip(hits, losses, strict=True), strict=True)
     model.train(was_training)
-    return hits, losses
+    hits, losses = zip(*_in_dataset_order(outcomes), strict=True) if outcomes else ((), ())
+    return list(hits), list(losses)
 
 
 def classification_accuracy(
@@ -56,9 +65,9 @@ def causal_lm_example_losses(
     """Per example: the summed cross-entropy of its scored tokens, and how many there are."""
     was_training = model.training
     model.eval()
-    losses: list[tuple[float, int]] = []
+    losses: list[tuple[int, tuple[float, int]]] = []
     with torch.no_grad():
-        for batch in _batches(dataset, collate, batch_size):
+        for indices, batch in _batches(dataset, collate, batch_size):
             labels = batch.pop("labels")
             logits = model(**batch).logits[:, :-1].float()
             targets = labels[:, 1:]
@@ -66,9 +75,10 @@ def causal_lm_example_losses(
                 logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
             )
             scored = targets != -100
-            losses += zip(per_token.sum(dim=1).tolist(), scored.sum(dim=1).tolist(), strict=True)
+            sums = zip(per_token.sum(dim=1).tolist(), scored.sum(dim=1).tolist(), strict=True)
+            losses += zip(indices, sums, strict=True)
     model.train(was_training)
-    return losses
+    return _in_dataset_order(losses)
 
 
 def causal_lm_loss(

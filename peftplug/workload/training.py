@@ -18,6 +18,11 @@ from peftplug.workload.options import Workload
 from peftplug.workload.tasks import LoadedTask
 
 
+# transformers' LengthGroupedSampler sorts mega-batches of 50 batches by length: with fewer than
+# 4 mega-batches of data, every epoch would repeat nearly the same batches in the same order.
+GROUPED_BATCHES = 4 * 50
+
+
 class ProgressBar(TrainerCallback):
     """A tqdm bar over the training steps, labelled with the row, showing the latest loss."""
 
@@ -90,6 +95,10 @@ def training_arguments(
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
         dataloader_drop_last=True,  # every step sees a full batch: examples = steps x batch
+        # batches of similar lengths, in random order: short texts padded to the batch's longest
+        # cost a step up to twice what they need (review snippets: 0.45 s against 0.26 s a step);
+        # build_trainer falls back to plain shuffling where the data is too small to group
+        train_sampling_strategy="group_by_length",
     )
     if plugins is None:
         return TrainingArguments(**common)
@@ -105,6 +114,8 @@ def build_trainer(
             f"only {len(task.train)} training examples for batches of "
             f"{args.per_device_train_batch_size}: lower --batch-size or give more data"
         )
+    if len(task.train) < GROUPED_BATCHES * args.per_device_train_batch_size:
+        args = dataclasses.replace(args, train_sampling_strategy="random")
     extra: dict[str, Any] = peftplug.trainer_kwargs() if peftplug_methods else {"callbacks": []}
     extra["callbacks"] = [*extra["callbacks"], ProgressBar(label)]
     trainer = Trainer(

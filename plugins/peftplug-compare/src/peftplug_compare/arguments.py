@@ -67,7 +67,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         dest="lr_search",
         action="store_false",
         help="train at each method's declared rate instead of searching around it on a "
-        "validation split (three quarter-budget trials per row)",
+        "validation split (three trials of an eighth of the budget per row)",
     )
     parser.add_argument(
         "--seeds",

@@ -54,9 +54,11 @@ class CompareRun:
         return self.record["rows"]
 
     def save(self) -> None:
-        """Write the chart of the rows so far, then the JSON and Markdown, atomically."""
-        chart = write_chart(self.out / CHART_NAME, self.rows, metric_name(self.record))
-        self.record["chart"] = chart.name if chart else None
+        """Write the JSON and Markdown, atomically; once the run has ended (complete or
+        interrupted), draw the chart first (a few seconds: not after every row)."""
+        if self.record["status"] != "running":
+            chart = write_chart(self.out / CHART_NAME, self.rows, metric_name(self.record))
+            self.record["chart"] = chart.name if chart else None
         write_reports(self.out, self.record)
 
 
@@ -70,25 +72,22 @@ def _signal_name(code: int) -> str:
 def run_row_process(spec: RowSpec, scratch: Path, index: int) -> dict[str, Any]:
     """Run one row in a child process of its own and read back its result, with how busy the
     machine was meanwhile (``contention``)."""
-    before = read_cpu_counters()
-    result = _row_result(spec, scratch, index)
-    result["contention"] = contention(before, read_cpu_counters(), result.get("cpu_seconds"))
-    return result
-
-
-def _row_result(spec: RowSpec, scratch: Path, index: int) -> dict[str, Any]:
     result_file = scratch / f"row{index}.json"
     process = _row_context().Process(target=write_row_result, args=(spec, result_file), daemon=True)
-    process.start()
+    process.start()  # the first start also starts the fork server: not the row's, nor others'
+    before = read_cpu_counters()
     try:
         process.join()
     except BaseException:  # Ctrl-C or another signal: take the row's process down with us
         process.kill()
         process.join()
         raise
+    after = read_cpu_counters()
     code = process.exitcode or 0
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        result["contention"] = contention(before, after, result.get("cpu_seconds"))
+        return result
     if code < 0:
         why = f"killed by {_signal_name(code)}"
         if -code == signal.SIGKILL:
