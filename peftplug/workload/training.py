@@ -17,7 +17,6 @@ from peftplug.workload.measure import peak_memory
 from peftplug.workload.options import Workload
 from peftplug.workload.tasks import LoadedTask
 
-
 # transformers' LengthGroupedSampler sorts mega-batches of 50 batches by length: with fewer than
 # 4 mega-batches of data, every epoch would repeat nearly the same batches in the same order.
 GROUPED_BATCHES = 4 * 50
