@@ -94,7 +94,7 @@ def test_compare_exits_non_zero_when_every_row_failed(
 
     failed = [{"label": label, "status": "failed", "error": "boom"} for label in ("a", "b")]
     monkeypatch.setattr(plan, "plan_rows", lambda *args, **kwargs: [])
-    monkeypatch.setattr(runner, "run_compare", lambda *args: type("Run", (), {"rows": failed})())
+    monkeypatch.setattr(runner, "run_compare", lambda *args, **kwargs: type("Run", (), {"rows": failed})())
     code, err = run(["compare", "--out", str(tmp_path)], capsys)
     assert code == 1
     assert "every row failed" in err and "boom" in err and "Traceback" not in err

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
 from peftplug_compare.chart import draw_chart
-from peftplug_compare.contention import CpuCounters, contention, read_cpu_counters
+from peftplug_compare.contention import (
+    ContentionMonitor,
+    CpuCounters,
+    process_cpu_seconds,
+    read_cpu_counters,
+)
 from peftplug_compare.plan import plan_rows
 from peftplug_compare.report import markdown
 from peftplug_compare.seeds import by_label
@@ -66,21 +72,42 @@ def test_the_untrained_row_gets_no_majority_mark() -> None:
 
 
 def test_contention_is_what_the_cpus_did_beyond_the_rows_own_time() -> None:
-    before = CpuCounters(busy=100.0, steal=1.0, total=1000.0)
-    # 20 s of two CPUs: 40 s in all; 30 s busy of which the row used 18 s: others took 12 s
-    after = CpuCounters(busy=130.0, steal=1.0, total=1040.0)
-    figures = contention(before, after, own_cpu_seconds=18.0)
-    assert figures == {"other_cpu_share": pytest.approx(0.3), "steal_share": 0.0, "contended": True}
-    quiet = contention(before, CpuCounters(130.0, 1.0, 1040.0), own_cpu_seconds=29.0)
-    assert quiet["other_cpu_share"] == pytest.approx(0.025) and not quiet["contended"]
-    stolen = contention(before, CpuCounters(119.0, 5.0, 1040.0), own_cpu_seconds=19.0)
-    assert stolen["steal_share"] == pytest.approx(0.1) and stolen["contended"]
-    assert contention(None, after, 18.0) is None and contention(before, after, None) is None
+    """Two intervals of 10 s on two CPUs (20 CPU-seconds each): rows 0 and 1 side by side, then
+    row 1 alone. Others took 2 s of the first interval and 6 s of the second."""
+    readings = iter(
+        [
+            CpuCounters(busy=100.0, steal=1.0, total=1000.0),
+            CpuCounters(busy=118.0, steal=1.0, total=1020.0),  # rows: 9 + 7 s, others 2 s
+            CpuCounters(busy=132.0, steal=3.0, total=1040.0),  # row 1: 8 s, others 6 s, steal 2 s
+        ]
+    )
+    monitor = ContentionMonitor(read=lambda: next(readings))
+    monitor.sample({0: 9.0, 1: 7.0})
+    assert monitor.finish(0) == {
+        "other_cpu_share": pytest.approx(0.1),
+        "steal_share": 0.0,
+        "contended": False,
+    }
+    monitor.sample({1: 15.0})
+    busy = monitor.finish(1)
+    assert busy["other_cpu_share"] == pytest.approx(8 / 40) and busy["contended"]
+    assert busy["steal_share"] == pytest.approx(2 / 40)
+    assert ContentionMonitor(read=lambda: None).finish(0) is None
+
+
+def test_a_running_process_cpu_time_is_read_from_proc(tmp_path: Path) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    (tmp_path / "42").mkdir()
+    fields = ["S"] + ["0"] * 10 + [str(3 * ticks), str(ticks)] + ["0"] * 30
+    (tmp_path / "42" / "stat").write_text("42 (a (b) c) " + " ".join(fields))
+    assert process_cpu_seconds(42, proc=tmp_path) == 4.0
+    assert process_cpu_seconds(43, proc=tmp_path) is None
+    assert process_cpu_seconds(os.getpid()) >= 0.0
 
 
 def test_proc_stat_is_read_in_seconds(tmp_path: Path) -> None:
     stat = tmp_path / "stat"
-    ticks = __import__("os").sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
     stat.write_text(f"cpu  {ticks} 0 {ticks} {8 * ticks} 0 0 0 {ticks} 0 0\ncpu0 1 2 3\n")
     assert read_cpu_counters(stat) == CpuCounters(busy=2.0, steal=1.0, total=11.0)
     assert read_cpu_counters(tmp_path / "missing") is None

@@ -70,6 +70,12 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "validation split (three trials of an eighth of the budget per row)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        help="rows run side by side, each in its own process with the cores shared out "
+        "(default: 2 with two cores or more, else 1)",
+    )
+    parser.add_argument(
         "--seeds",
         type=int,
         default=1,

@@ -25,7 +25,7 @@ def run_compare_command(arguments: argparse.Namespace) -> int:
     from peftplug.workload.model_dirs import check_model_dir
     from peftplug.workload.prepared_data import prepare_data
     from peftplug_compare.plan import plan_rows
-    from peftplug_compare.runner import run_compare
+    from peftplug_compare.runner import default_jobs, run_compare
 
     if arguments.latency_repeats < 1:
         raise PeftplugError(
@@ -52,7 +52,10 @@ def run_compare_command(arguments: argparse.Namespace) -> int:
         lr_search=arguments.lr_search,
         seeds=arguments.seeds,
     )
-    run = run_compare(workload, rows, out, arguments.argv)
+    jobs = arguments.jobs if arguments.jobs is not None else default_jobs()
+    if jobs < 1:
+        raise PeftplugError(f"--jobs must be at least 1, got {jobs}")
+    run = run_compare(workload, rows, out, arguments.argv, jobs=jobs)
     if run.rows and all(row["status"] == "failed" for row in run.rows):
         print(
             f"peftplug compare: error: every row failed (see {out}); the first: "

@@ -21,6 +21,13 @@ def metric_name(record: dict[str, Any]) -> str:
     return "accuracy" if record["workload"]["task"] == "classification" else "loss"
 
 
+def _side_by_side(machine: dict[str, Any]) -> str:
+    jobs, threads = machine.get("jobs", 1), machine.get("threads_per_row")
+    if jobs == 1:
+        return "one row at a time"
+    return f"{jobs} rows side by side, {threads} thread(s) each"
+
+
 def _escaped(note: str) -> str:
     """A note for a Markdown list: a leading ``*`` would start a nested list."""
     return "\\" + note if note.startswith("*") else note
@@ -50,7 +57,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"{workload['max_length']}, seed {workload['seed']}, linear schedule with "
         f"{workload['warmup_ratio']:.0%} warm-up, AdamW",
         f"- machine: {environment['machine']['cpu']}, {environment['machine']['cores_available']} "
-        f"cores; torch {environment['packages']['torch']}, transformers "
+        f"cores; {_side_by_side(environment['machine'])}; torch "
+        f"{environment['packages']['torch']}, transformers "
         f"{environment['packages']['transformers']}",
         "",
     ]
@@ -72,7 +80,9 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 MEASUREMENT_NOTES = [
-    "- Every row runs in its own fresh process with the same data order and seed.",
+    "- Every row runs in its own fresh process with the same data order and seed. Rows side by "
+    "side (`--jobs`) share the cores: each row's s/step and latency are those of its share, the "
+    "same for every row; latency ratios to the base are timed in turns within the row.",
     "- trainable params: parameters with `requires_grad` after the method is applied; the "
     "percentage is of the base model's parameters.",
     "- adapter bytes: size of `adapter_config.json` + `adapter_model.safetensors` as saved.",

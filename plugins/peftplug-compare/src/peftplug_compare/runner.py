@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import multiprocessing
-import signal
+import multiprocessing.connection
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -13,31 +12,16 @@ from typing import Any, TextIO
 
 from peftplug.workload.options import Workload
 from peftplug_compare.chart import write_chart
-from peftplug_compare.contention import contention, read_cpu_counters
+from peftplug_compare.contention import ContentionMonitor
 from peftplug_compare.environment import describe_environment
 from peftplug_compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
+from peftplug_compare.row_process import RowProcess
 from peftplug_compare.seeds import by_label
 from peftplug_compare.spec import RowSpec
 from peftplug_compare.table import notes, terminal_table
-from peftplug_compare.worker import write_row_result
 
 FORMAT = "peftplug-compare"
 FORMAT_VERSION = 1
-
-
-def _row_context() -> multiprocessing.context.BaseContext:
-    """Where rows' processes come from: a fork server that imported the worker once.
-
-    Children forked from it start with torch, transformers and the plugins imported, which
-    saves the ~20 s each import costs. They are not forked from this process, which may have
-    run torch already: a child forked after OpenMP started its threads can hang in its first
-    parallel region. Where there are no fork servers (Windows), rows are spawned.
-    """
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([write_row_result.__module__])
-    return context
 
 
 @dataclasses.dataclass
@@ -62,41 +46,22 @@ class CompareRun:
         write_reports(self.out, self.record)
 
 
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return str(-code)
+POLL_SECONDS = 0.5  # how often the runner checks its rows and the CPU counters
 
 
-def run_row_process(spec: RowSpec, scratch: Path, index: int) -> dict[str, Any]:
-    """Run one row in a child process of its own and read back its result, with how busy the
-    machine was meanwhile (``contention``)."""
-    result_file = scratch / f"row{index}.json"
-    process = _row_context().Process(target=write_row_result, args=(spec, result_file), daemon=True)
-    process.start()  # the first start also starts the fork server: not the row's, nor others'
-    before = read_cpu_counters()
-    try:
-        process.join()
-    except BaseException:  # Ctrl-C or another signal: take the row's process down with us
-        process.kill()
-        process.join()
-        raise
-    after = read_cpu_counters()
-    code = process.exitcode or 0
-    if result_file.is_file():
-        result = json.loads(result_file.read_text())
-        result["contention"] = contention(before, after, result.get("cpu_seconds"))
-        return result
-    if code < 0:
-        why = f"killed by {_signal_name(code)}"
-        if -code == signal.SIGKILL:
-            why += (
-                " (usually the kernel's out-of-memory killer: lower --batch-size or --max-length)"
-            )
-    else:
-        why = f"exited with code {code}"
-    return {"status": "failed", "error": f"the row's process {why} before writing a result"}
+def default_jobs() -> int:
+    """Rows side by side: two where there are two cores or more (a small model's step gains
+    about 1.5x from a second thread, two one-thread rows about 2x), else one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 if (cores or 1) >= 2 else 1
+
+
+def _threads_per_row(jobs: int) -> int | None:
+    """The cores shared out among the rows side by side; ``None`` (torch's default) for one."""
+    if jobs == 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // jobs)
 
 
 def run_compare(
@@ -105,14 +70,19 @@ def run_compare(
     out: Path,
     argv: list[str],
     stream: TextIO | None = None,
+    jobs: int = 1,
 ) -> CompareRun:
-    """Measure every row; the reports are rewritten after each, so an interrupted run keeps
-    the finished rows (status ``interrupted``). Re-raises ``KeyboardInterrupt`` after saving.
+    """Measure every row, ``jobs`` at a time, each in a process of its own. The reports are
+    rewritten after each row, so an interrupted run keeps the finished rows (status
+    ``interrupted``). Re-raises ``KeyboardInterrupt`` after saving.
 
     Progress goes to ``stream``, by default the standard output at the time of the call.
     """
     stream = stream or sys.stdout
     out.mkdir(parents=True, exist_ok=True)
+    threads = _threads_per_row(jobs)
+    environment = describe_environment(argv)
+    environment["machine"].update(jobs=jobs, threads_per_row=threads)
     run = CompareRun(
         out,
         workload,
@@ -121,7 +91,7 @@ def run_compare(
             "format_version": FORMAT_VERSION,
             "status": "running",
             "workload": workload.to_dict(),
-            "environment": describe_environment(argv),
+            "environment": environment,
             "planned": [spec.label for spec in specs],
             "rows": [],
             "chart": None,
@@ -130,22 +100,7 @@ def run_compare(
     run.save()
     with tempfile.TemporaryDirectory(prefix="peftplug-compare-") as scratch:
         try:
-            for index, spec in enumerate(specs):
-                print(f"[{index + 1}/{len(specs)}] {spec.label}", file=stream, flush=True)
-                result = run_row_process(spec, Path(scratch), index)
-                row = {
-                    "label": spec.label,
-                    "kind": spec.kind,
-                    "method": spec.method,
-                    "seed": spec.workload.seed,
-                    "learning_rate": spec.learning_rate,
-                    "requested_options": spec.options,
-                    **result,
-                }
-                run.rows.append(row)
-                if row["status"] == "failed":
-                    print(f"  {spec.label} failed: {row['error']}", file=stream, flush=True)
-                run.save()
+            _run_rows(run, specs, Path(scratch), jobs, threads, stream)
         except KeyboardInterrupt:
             run.record["status"] = "interrupted"
             run.save()
@@ -155,6 +110,63 @@ def run_compare(
     run.save()
     print(summary(run), file=stream, flush=True)
     return run
+
+
+def _run_rows(
+    run: CompareRun,
+    specs: list[RowSpec],
+    scratch: Path,
+    jobs: int,
+    threads: int | None,
+    stream: TextIO,
+) -> None:
+    """Keep ``jobs`` row processes going; record each row, with its contention, as it ends."""
+    pending = list(enumerate(specs))
+    running: dict[int, RowProcess] = {}
+    monitor: ContentionMonitor | None = None
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                index, spec = pending.pop(0)
+                print(f"[{index + 1}/{len(specs)}] {spec.label}", file=stream, flush=True)
+                running[index] = RowProcess(spec, scratch, index, threads, quiet=jobs > 1)
+                monitor = monitor or ContentionMonitor()  # after the fork server has started
+            multiprocessing.connection.wait(
+                [row.sentinel for row in running.values()], POLL_SECONDS
+            )
+            ended = [index for index, row in running.items() if row.ended()]
+            monitor.sample({index: row.cpu_seconds() for index, row in running.items()})
+            for index in ended:
+                row = running.pop(index)
+                _record(run, row, monitor.finish(index), stream, len(specs))
+    finally:
+        for row in running.values():  # Ctrl-C or an error here: take the rows down with us
+            row.kill()
+
+
+def _record(
+    run: CompareRun, row: RowProcess, contention: dict[str, Any] | None, stream: TextIO, total: int
+) -> None:
+    spec = row.spec
+    record = {
+        "label": spec.label,
+        "kind": spec.kind,
+        "method": spec.method,
+        "seed": spec.workload.seed,
+        "learning_rate": spec.learning_rate,
+        "requested_options": spec.options,
+        **row.result(),
+        "contention": contention,
+        "index": row.index,
+    }
+    run.rows.append(record)
+    run.rows.sort(key=lambda each: each["index"])  # the planned order, whatever ended first
+    if record["status"] == "failed":
+        print(f"  {spec.label} failed: {record['error']}", file=stream, flush=True)
+    else:
+        seconds = record.get("row_seconds") or 0.0
+        print(f"  {spec.label} done in {seconds:.0f} s", file=stream, flush=True)
+    run.save()
 
 
 def summary(run: CompareRun) -> str:

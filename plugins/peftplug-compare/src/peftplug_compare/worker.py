@@ -9,6 +9,7 @@ the ~20 s each import costs.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 import traceback
@@ -16,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers.utils import logging as transformers_logging
 
 from peftplug.atomic import atomic_write_files
@@ -46,9 +48,19 @@ def run_row(spec: RowSpec) -> dict[str, Any]:
     return result
 
 
-def write_row_result(spec: RowSpec, result_path: Path) -> None:
-    """The child process's job: run the row quietly and write its result atomically."""
+def write_row_result(
+    spec: RowSpec, result_path: Path, threads: int | None = None, quiet: bool = False
+) -> None:
+    """The child process's job: run the row quietly and write its result atomically.
+
+    ``threads`` sets torch's thread count (rows side by side share the cores); ``quiet`` turns
+    the progress bars off (bars of rows side by side would overwrite each other).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills us
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, not ours
