@@ -344,14 +344,17 @@ def test_config_overrides_parse_values_and_name_the_form() -> None:
 
 
 def test_plan_puts_baselines_first_and_applies_declared_defaults(tmp_path: Path) -> None:
-    rows = plan_rows(Workload(), tmp_path, methods=["lora"], overrides={"lora": {"r": 4}})
+    searched = Workload(steps=160)  # trials of 20 steps: long enough to search
+    rows = plan_rows(searched, tmp_path, methods=["lora"], overrides={"lora": {"r": 4}})
     assert [r.label for r in rows] == ["untrained", "full", "head", "lora"]  # declared baselines
     lora = rows[-1]
     assert lora.options == {"r": 4, "alpha": 16} and lora.learning_rate == 2e-3
     assert lora.adapter_dir == str(tmp_path / "adapters" / "lora")
     assert lora.search_learning_rate
-    fixed = plan_rows(Workload(), tmp_path, methods=["lora"], learning_rates={"lora": 1e-3})
+    fixed = plan_rows(searched, tmp_path, methods=["lora"], learning_rates={"lora": 1e-3})
     assert not fixed[-1].search_learning_rate and fixed[-1].learning_rate == 1e-3
+    short = plan_rows(Workload(steps=80), tmp_path, methods=["lora"])
+    assert not short[-1].search_learning_rate and short[-1].learning_rate == 2e-3
     peft_rows = plan_rows(Workload(), tmp_path, methods=["lora", "bitfit"], vs_peft=True)
     assert [r.label for r in peft_rows if r.kind == "peft"] == ["lora (HF PEFT)"]  # peft_type
     with pytest.raises(ConfigError, match="bitfit"):

@@ -10,6 +10,7 @@ from peftplug_compare.lr_search import (
     candidate_rates,
     row_trial,
     search_learning_rate,
+    search_off_reason,
     trial_steps,
     validation_score,
     validation_task,
@@ -28,6 +29,12 @@ def test_candidates_are_a_half_decade_apart_around_the_declared_rate() -> None:
     assert centre == 1e-3
     assert low == pytest.approx(1e-3 / math.sqrt(10)) and high == pytest.approx(1e-3 * 10**0.5)
     assert trial_steps(160) == 20 and trial_steps(80) == 10 and trial_steps(6) == 6
+
+
+def test_budgets_too_short_to_search_say_so_and_how_to_search() -> None:
+    assert search_off_reason(160) is None and search_off_reason(300) is None
+    reason = search_off_reason(80)
+    assert reason and "would get 10 steps" in reason and "--steps 160" in reason
 
 
 def test_ties_keep_the_declared_rate_and_a_diverged_trial_loses() -> None:

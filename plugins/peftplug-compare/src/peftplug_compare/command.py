@@ -24,6 +24,7 @@ def run_compare_command(arguments: argparse.Namespace) -> int:
     """Check the input once, plan the rows, run them; 1 when every row failed."""
     from peftplug.workload.model_dirs import check_model_dir
     from peftplug.workload.prepared_data import prepare_data
+    from peftplug_compare.lr_search import search_off_reason
     from peftplug_compare.plan import plan_rows
     from peftplug_compare.runner import default_jobs, run_compare
 
@@ -55,7 +56,11 @@ def run_compare_command(arguments: argparse.Namespace) -> int:
     jobs = arguments.jobs if arguments.jobs is not None else default_jobs()
     if jobs < 1:
         raise PeftplugError(f"--jobs must be at least 1, got {jobs}")
-    run = run_compare(workload, rows, out, arguments.argv, jobs=jobs)
+    search_off = search_off_reason(workload.steps) if arguments.lr_search else None
+    remarks = [search_off] if search_off else []
+    for remark in remarks:
+        print(remark, flush=True)
+    run = run_compare(workload, rows, out, arguments.argv, jobs=jobs, remarks=remarks)
     if run.rows and all(row["status"] == "failed" for row in run.rows):
         print(
             f"peftplug compare: error: every row failed (see {out}); the first: "

@@ -27,6 +27,10 @@ from peftplug_compare.spec import RowSpec
 SPREAD = math.sqrt(10)  # candidates a half-decade apart: centre / 3.16, centre, centre * 3.16
 TRIAL_SHARE = 8  # a trial runs steps // TRIAL_SHARE steps (at least MIN_TRIAL_STEPS)
 MIN_TRIAL_STEPS = 10
+# Trials shorter than this cannot tell rates apart: on the review snippets, 10- and 20-step trials
+# tied for 9 of 10 methods, and a chance dip in a 10-step trial moved prompt tuning to a rate
+# that ended at the majority class. Shorter budgets train at the declared rates.
+SEARCHABLE_TRIAL_STEPS = 20
 VALIDATION_SHARE, MAX_VALIDATION = 10, 200  # a tenth of the training split, at most 200
 
 
@@ -61,6 +65,18 @@ def candidate_rates(centre: float, count: int = 3) -> list[float]:
 def trial_steps(steps: int) -> int:
     """Steps of one trial: an eighth of the row's budget, at least ``MIN_TRIAL_STEPS``."""
     return min(steps, max(MIN_TRIAL_STEPS, steps // TRIAL_SHARE))
+
+
+def search_off_reason(steps: int) -> str | None:
+    """Why a budget of ``steps`` is too short to search, or ``None`` when it is long enough."""
+    if steps // TRIAL_SHARE >= SEARCHABLE_TRIAL_STEPS:
+        return None
+    return (
+        f"learning-rate search off at this budget: a trial would get {steps // TRIAL_SHARE} "
+        f"steps (an eighth of {steps}), too few to tell rates apart, so each method trains at "
+        f"its plugin's declared rate; with --steps {SEARCHABLE_TRIAL_STEPS * TRIAL_SHARE} or "
+        "more each rate is searched"
+    )
 
 
 def validation_task(task: LoadedTask, seed: int) -> LoadedTask:

@@ -10,6 +10,7 @@ from typing import Any
 from peftplug.errors import ConfigError
 from peftplug.plugins import get_host
 from peftplug.workload.options import Workload
+from peftplug_compare.lr_search import search_off_reason
 from peftplug_compare.spec import RowSpec
 
 UNTRAINED_LABEL = "untrained"
@@ -32,8 +33,9 @@ def plan_rows(
     Every method takes its plugin's comparison defaults (``MethodSpec.comparison``), then the
     user's ``overrides`` and ``learning_rates``; names that match no chosen method are errors.
     With ``lr_search`` a method's rate is searched around its default (``lr_search.py``) unless
-    ``learning_rates`` fixes it. With ``seeds`` above 1 every row runs that many times, under
-    seeds ``workload.seed`` onwards (``seeds.by_label`` shows them as one).
+    ``learning_rates`` fixes it or the budget is too short (``search_off_reason``). With
+    ``seeds`` above 1 every row runs that many times, under seeds ``workload.seed`` onwards
+    (``seeds.by_label`` shows them as one).
     """
     host = get_host()
     installed = sorted(host.methods)
@@ -58,7 +60,11 @@ def plan_rows(
         defaults = host.method(name).comparison_defaults
         options = {**defaults.options, **(overrides or {}).get(name, {})}
         learning_rate = (learning_rates or {}).get(name, defaults.learning_rate)
-        search = lr_search and name not in (learning_rates or {})
+        search = (
+            lr_search
+            and name not in (learning_rates or {})
+            and search_off_reason(workload.steps) is None
+        )
         adapters = out / "adapters"
         rows.append(
             RowSpec(

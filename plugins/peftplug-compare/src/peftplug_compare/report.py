@@ -68,7 +68,7 @@ def markdown(record: dict[str, Any]) -> str:
     best = best_row(rows)
     for row in rows:
         lines.append("| " + " | ".join([*cells(row, best), _rates(row)]) + " |")
-    lines += ["", *(f"- {_escaped(note)}" for note in notes(rows))]
+    lines += ["", *(f"- {_escaped(note)}" for note in [*notes(rows), *record.get("notes", [])])]
     failed = [r for r in rows if r.get("status") == "failed"]
     if failed:
         lines += ["", "## Failed rows", ""]

@@ -1,4 +1,4 @@
-"""Run the planned rows one by one, each in a fresh process, writing the reports after each."""
+"""Run the planned rows, each in a fresh process (``--jobs`` side by side); report after each."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import multiprocessing.connection
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -71,12 +72,14 @@ def run_compare(
     argv: list[str],
     stream: TextIO | None = None,
     jobs: int = 1,
+    remarks: Sequence[str] = (),
 ) -> CompareRun:
     """Measure every row, ``jobs`` at a time, each in a process of its own. The reports are
     rewritten after each row, so an interrupted run keeps the finished rows (status
     ``interrupted``). Re-raises ``KeyboardInterrupt`` after saving.
 
     Progress goes to ``stream``, by default the standard output at the time of the call.
+    ``remarks`` are the plan's notes on the whole run, printed under the table.
     """
     stream = stream or sys.stdout
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +96,7 @@ def run_compare(
             "workload": workload.to_dict(),
             "environment": environment,
             "planned": [spec.label for spec in specs],
+            "notes": list(remarks),
             "rows": [],
             "chart": None,
         },
@@ -173,6 +177,7 @@ def summary(run: CompareRun) -> str:
     """The terminal table and where the files are."""
     rows = by_label(run.rows)
     lines = ["", terminal_table(rows, metric_name(run.record)), "", *notes(rows)]
+    lines += run.record.get("notes", [])
     if run.record["status"] != "complete":
         lines.append(
             f"run {run.record['status']}: {len(run.rows)} of "
