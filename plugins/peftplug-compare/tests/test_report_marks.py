@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peftplug_compare.chart import draw_chart
+from peftplug_compare.chart import draw_chart, text_box
 from peftplug_compare.contention import (
     ContentionMonitor,
     CpuCounters,
@@ -195,10 +195,8 @@ def test_the_chart_never_stacks_labels() -> None:
     rows[-2]["parameters"]["trainable"], rows[-1]["parameters"]["trainable"] = 0, 22_000_000
     for each in rows:
         each["training"]["peak_rss_mb"] = 900.0
-    from matplotlib.text import Text  # an annotation's own box is its leader line's too
-
     figure = draw_chart(rows, "accuracy")
     renderer = figure.canvas.get_renderer()
-    boxes = [Text.get_window_extent(text, renderer) for text in figure.axes[0].texts]
+    boxes = [text_box(text, renderer) for text in figure.axes[0].texts]
     assert len(boxes) == 8
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -13,36 +13,40 @@ from peftplug_compare.table import best_row
 LABEL_HEIGHT_POINTS = 11  # one label's line on the chart
 
 
-def _annotate(axes: Any, label: str, x: float, y: float, lines_down: int) -> Any:
+def _annotate(axes: Any, label: str, x: float, y: float, lines: int) -> Any:
     return axes.annotate(
         label,
         (x, y),
         textcoords="offset points",
-        xytext=(4, 4 - lines_down * LABEL_HEIGHT_POINTS),
+        xytext=(4, 4 + lines * LABEL_HEIGHT_POINTS),
         fontsize="small",
-        arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5} if lines_down else None,
+        arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5} if lines else None,
     )
 
 
-def _label_points(axes: Any, points: list[tuple[str, float, float]]) -> None:
-    """Annotate each point, moving a label down a line while it covers one placed before
-    (methods with the same figure and a similar size would otherwise print on top of each
-    other); a moved label gets a leader line to its point. Only the texts' boxes count: a
-    leader line may cross another label."""
+def text_box(annotation: Any, renderer: Any) -> Any:
+    """Where an annotation's text is drawn (not its leader line), in display coordinates."""
     from matplotlib.text import Text
 
+    annotation.update_positions(renderer)
+    return Text.get_window_extent(annotation, renderer)
+
+
+def _label_points(axes: Any, points: list[tuple[str, float, float]]) -> None:
+    """Annotate each point, moving a label up or down a line at a time (the nearest free line
+    first) while it would cover one placed before: methods with the same figure and a similar
+    size would otherwise print on top of each other. A moved label gets a leader line."""
     axes.figure.canvas.draw()  # fixes the axes' limits, so data maps to display coordinates
     renderer = axes.figure.canvas.get_renderer()
     placed: list[Any] = []
     for label, x, y in sorted(points, key=lambda point: (-point[2], point[1])):
-        lines_down = 0
-        while True:  # ends: each line down clears at least one of the finitely many boxes
-            annotation = _annotate(axes, label, x, y, lines_down)
-            box = Text.get_window_extent(annotation, renderer)  # the text, not its leader line
+        for step in range(2 * len(points) + 1):  # 0, 1, -1, 2, -2, ...: one of them is free
+            lines = (step + 1) // 2 * (1 if step % 2 else -1)
+            annotation = _annotate(axes, label, x, y, lines)
+            box = text_box(annotation, renderer)
             if not any(box.overlaps(other) for other in placed):
                 break
             annotation.remove()
-            lines_down += 1
         placed.append(box)
 
 
