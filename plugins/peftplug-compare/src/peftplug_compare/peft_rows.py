@@ -6,7 +6,6 @@ Methods whose ``MethodSpec`` names a ``peft_type`` get one; their plugin transla
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -19,9 +18,8 @@ from peftplug.plugins import get_host
 from peftplug.workload.measure import adapter_bytes, parameter_count
 from peftplug.workload.options import Workload
 from peftplug.workload.tasks import LoadedTask, load_task
-from peftplug.workload.training import build_trainer, train_measured, training_arguments
-from peftplug_compare.lr_search import search_row
-from peftplug_compare.rows import latency_figures, parameter_figures
+from peftplug.workload.training import build_trainer, training_arguments
+from peftplug_compare.rows import latency_figures, train_row
 from peftplug_compare.spec import RowSpec
 
 
@@ -67,14 +65,8 @@ def run_peft(spec: RowSpec) -> dict[str, Any]:
         args = training_arguments(workload, scratch, rate)
         return build_trainer(run, args, f"{spec.label} @ {rate:.2g}", peftplug_methods=False)
 
-    search = search_row(spec, task, trainer_for) if spec.search_learning_rate else None
-    learning_rate = search.chosen if search else spec.learning_rate
-    with tempfile.TemporaryDirectory() as scratch:
-        trainer = trainer_for(task, learning_rate, scratch, spec.workload)
-        model = task.model
-        parameters = parameter_figures(model, base)
-        cost = train_measured(trainer)
-    del trainer
+    trained = train_row(spec, task, trainer_for, base)
+    model = trained.model
     metric = task.evaluate(model)
     model.save_pretrained(spec.adapter_dir)
     prompt_learning = model.active_peft_config.is_prompt_learning
@@ -95,14 +87,11 @@ def run_peft(spec: RowSpec) -> dict[str, Any]:
         "distribution": "peft",
         "version": peft.__version__,
         "options": config.to_dict(),
-        "learning_rate": learning_rate,
-        "lr_search": search.figures() if search else None,
-        "parameters": parameters,
+        **trained.figures(),
         "storage": {
             "adapter_bytes": adapter_bytes(spec.adapter_dir),
             "adapter_dir": spec.adapter_dir,
         },
-        "training": cost.figures(),
         "metric": metric,
         "inference": inference,
     }

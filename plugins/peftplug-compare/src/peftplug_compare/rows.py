@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -24,8 +25,13 @@ from peftplug.workload.measure import (
 )
 from peftplug.workload.options import Workload
 from peftplug.workload.tasks import LoadedTask, load_task, with_shots
-from peftplug.workload.training import build_trainer, train_measured, training_arguments
-from peftplug_compare.lr_search import search_row
+from peftplug.workload.training import (
+    TrainingCost,
+    build_trainer,
+    train_measured,
+    training_arguments,
+)
+from peftplug_compare.lr_search import SearchResult, TrainerFor, search_row
 from peftplug_compare.spec import RowSpec
 
 
@@ -143,6 +149,39 @@ def _peftplug_merge(model: nn.Module) -> Callable[[], str | None]:
     return merge
 
 
+@dataclasses.dataclass
+class TrainedRow:
+    """A row's model after training at its (searched) rate, with what that took."""
+
+    model: nn.Module
+    learning_rate: float
+    search: SearchResult | None
+    parameters: dict[str, Any]
+    cost: TrainingCost
+
+    def figures(self) -> dict[str, Any]:
+        """The row's rate, search, parameter and training figures."""
+        return {
+            "learning_rate": self.learning_rate,
+            "lr_search": self.search.figures() if self.search else None,
+            "parameters": self.parameters,
+            "training": self.cost.figures(),
+        }
+
+
+def train_row(spec: RowSpec, task: LoadedTask, trainer_for: TrainerFor, base: int) -> TrainedRow:
+    """Search the rate (where the plan asks for it), then train with the full budget."""
+    assert spec.learning_rate is not None, "the plan gives every trained row a rate"
+    search = search_row(spec, task, trainer_for) if spec.search_learning_rate else None
+    learning_rate = search.chosen if search else spec.learning_rate
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = trainer_for(task, learning_rate, scratch, spec.workload)
+        model = trainer.model
+        parameters = parameter_figures(model, base)
+        cost = train_measured(trainer)
+    return TrainedRow(model, learning_rate, search, parameters, cost)
+
+
 def run_method(spec: RowSpec) -> dict[str, Any]:
     """Train ``spec.method`` with the shared budget; evaluate, save and time it."""
     assert spec.method and spec.learning_rate and spec.adapter_dir, "the runner sets these"
@@ -156,14 +195,8 @@ def run_method(spec: RowSpec) -> dict[str, Any]:
         args = training_arguments(workload, scratch, rate, plugins=plugins, config=config)
         return build_trainer(run, args, f"{spec.label} @ {rate:.2g}", peftplug_methods=True)
 
-    search = search_row(spec, task, trainer_for) if spec.search_learning_rate else None
-    learning_rate = search.chosen if search else spec.learning_rate
-    with tempfile.TemporaryDirectory() as scratch:
-        trainer = trainer_for(task, learning_rate, scratch, spec.workload)
-        model = trainer.model
-        parameters = parameter_figures(model, base)
-        cost = train_measured(trainer)
-    del trainer
+    trained = train_row(spec, task, trainer_for, base)
+    model = trained.model
     metric = task.evaluate(model)
     adapter_dir = peftplug.save_adapter(model, spec.adapter_dir)
     inference = latency_figures(
@@ -181,11 +214,8 @@ def run_method(spec: RowSpec) -> dict[str, Any]:
         "distribution": method.distribution,
         "version": method.version,
         "options": resolved.to_dict(),
-        "learning_rate": learning_rate,
-        "lr_search": search.figures() if search else None,
-        "parameters": parameters,
+        **trained.figures(),
         "storage": {"adapter_bytes": adapter_bytes(adapter_dir), "adapter_dir": str(adapter_dir)},
-        "training": cost.figures(),
         "metric": metric,
         "inference": inference,
     }
