@@ -142,15 +142,16 @@ def _run_rows(
             monitor.sample({index: row.cpu_seconds() for index, row in running.items()})
             for index in ended:
                 row = running.pop(index)
-                _record(run, row, monitor.finish(index), stream, len(specs))
+                _record(run, row, monitor.finish(index), stream)
     finally:
         for row in running.values():  # Ctrl-C or an error here: take the rows down with us
             row.kill()
 
 
 def _record(
-    run: CompareRun, row: RowProcess, contention: dict[str, Any] | None, stream: TextIO, total: int
+    run: CompareRun, row: RowProcess, contention: dict[str, Any] | None, stream: TextIO
 ) -> None:
+    """Add the ended row to the record (in planned order), say how it went, save."""
     spec = row.spec
     record = {
         "label": spec.label,
