@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +31,15 @@ class ProgressBar(TrainerCallback):
         self.bar: tqdm | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
-        self.bar = tqdm(total=state.max_steps, desc=f"{self.label:<14}", unit="step", leave=True)
+        self.bar = tqdm(
+            total=state.max_steps,
+            desc=f"{self.label:<14}",
+            unit="step",
+            leave=True,
+            # tqdm reads TQDM_DISABLE once, when imported: a process that sets it later (compare's
+            # rows side by side, forked with tqdm imported) is heard here
+            disable=os.environ.get("TQDM_DISABLE", "") not in ("", "0"),
+        )
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
         if self.bar is not None:

@@ -60,7 +60,7 @@ def write_row_result(
     if threads is not None:
         torch.set_num_threads(threads)
     if quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # tqdm reads its defaults from TQDM_* variables
+        os.environ["TQDM_DISABLE"] = "1"  # training.ProgressBar reads it for each bar
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, not ours
