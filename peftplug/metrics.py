@@ -62,14 +62,18 @@ def causal_lm_example_losses(
     collate: Callable[[list], dict],
     batch_size: int = 8,
 ) -> list[tuple[float, int]]:
-    """Per example: the summed cross-entropy of its scored tokens, and how many there are."""
+    """Per example: the summed cross-entropy of its scored tokens, and how many there are.
+
+    Logits for positions before the inputs (HF PEFT's prompt methods return one per virtual
+    token) are left out: the last ``len(input_ids)`` positions are the inputs'.
+    """
     was_training = model.training
     model.eval()
     losses: list[tuple[int, tuple[float, int]]] = []
     with torch.no_grad():
         for indices, batch in _batches(dataset, collate, batch_size):
             labels = batch.pop("labels")
-            logits = model(**batch).logits[:, :-1].float()
+            logits = model(**batch).logits[:, -labels.shape[1] : -1].float()
             targets = labels[:, 1:]
             per_token = nn.functional.cross_entropy(
                 logits.transpose(1, 2), targets, ignore_index=-100, reduction="none"
