@@ -13,7 +13,7 @@ from peftplug.workload.options import TASKS, Workload
 
 # Per-task budget when the user sets nothing: a few minutes for the whole default comparison.
 TASK_DEFAULTS: dict[str, dict[str, int]] = {
-    "classification": {"steps": 80, "batch_size": 16, "max_length": 64},
+    "classification": {"steps": 72, "batch_size": 16, "max_length": 64},
     "causal-lm": {"steps": 20, "batch_size": 4, "max_length": 128},
 }
 
@@ -52,7 +52,7 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps",
         type=int,
-        help="training steps per method (default: 80 classification, 20 causal-lm)",
+        help="training steps per method (default: 72 classification, 20 causal-lm)",
     )
     parser.add_argument("--batch-size", type=int, help="default: 16 classification, 4 causal-lm")
     parser.add_argument("--max-length", type=int, help="tokens per example (default: 64 / 128)")

@@ -88,7 +88,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="add HF PEFT's LoRA, prompt, P-tuning and prefix tuning rows",
     )
     parser.add_argument(
-        "--latency-repeats", type=int, default=5, help="forward passes timed per variant (median)"
+        "--latency-repeats", type=int, default=3, help="forward passes timed per variant (median)"
     )
     parser.add_argument(
         "--shots",
