@@ -42,6 +42,12 @@ def _memory_total_mb() -> float | None:
     return None
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity where the OS has one), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
+
+
 def describe_environment(argv: list[str]) -> dict[str, Any]:
     """Command, date, package and plugin versions, and the machine."""
     import torch
@@ -50,7 +56,6 @@ def describe_environment(argv: list[str]) -> dict[str, Any]:
         name: {"distribution": info.distribution, "version": info.version, "error": info.error}
         for name, info in sorted(get_host().plugins.items())
     }
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "command": shlex.join(["peftplug", *argv]),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -60,7 +65,7 @@ def describe_environment(argv: list[str]) -> dict[str, Any]:
         "machine": {
             "platform": platform.platform(),
             "cpu": _cpu_model(),
-            "cores_available": cores,
+            "cores_available": available_cores(),
             "memory_total_mb": _memory_total_mb(),
             "torch_threads": torch.get_num_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

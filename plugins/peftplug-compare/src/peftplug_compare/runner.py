@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing.connection
-import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any, TextIO
 from peftplug.workload.options import Workload
 from peftplug_compare.chart import write_chart
 from peftplug_compare.contention import ContentionMonitor
-from peftplug_compare.environment import describe_environment
+from peftplug_compare.environment import available_cores, describe_environment
 from peftplug_compare.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME, metric_name, write_reports
 from peftplug_compare.row_process import RowProcess
 from peftplug_compare.seeds import by_label
@@ -53,16 +52,14 @@ POLL_SECONDS = 0.5  # how often the runner checks its rows and the CPU counters
 def default_jobs() -> int:
     """Rows side by side: two where there are two cores or more (a small model's step gains
     about 1.5x from a second thread, two one-thread rows about 2x), else one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 2 if (cores or 1) >= 2 else 1
+    return 2 if available_cores() >= 2 else 1
 
 
 def _threads_per_row(jobs: int) -> int | None:
     """The cores shared out among the rows side by side; ``None`` (torch's default) for one."""
     if jobs == 1:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // jobs)
+    return max(1, available_cores() // jobs)
 
 
 def run_compare(
