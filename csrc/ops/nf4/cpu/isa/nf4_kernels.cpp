@@ -16,7 +16,7 @@
 
 #include <ATen/cpu/vec/vec.h>
 
-#include <bit>
+#include <cstdint>
 #include <memory>
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
@@ -62,11 +62,15 @@ inline void decode32(const uint8_t* bytes, float absmax, float* out) {
 #elif defined(CPU_CAPABILITY_AVX2)
 // Each of the four bytes of the 16 NF4 floats is one 16-entry byte table: four pshufb look them
 // up for 32 codes at once, and two rounds of unpacking reassemble the floats.
+// The bits of a float at compile time: std::bit_cast is C++20, and torch 2.11 builds extensions
+// as C++17, so the compiler builtin behind it (GCC >= 11, Clang, MSVC) is used directly.
+constexpr uint32_t float_bits(float value) { return __builtin_bit_cast(uint32_t, value); }
+
 constexpr std::array<std::array<uint8_t, 16>, 4> byte_planes() {
   std::array<std::array<uint8_t, 16>, 4> planes{};
   for (int code = 0; code < 16; ++code)
     for (int plane = 0; plane < 4; ++plane)
-      planes[plane][code] = static_cast<uint8_t>(std::bit_cast<uint32_t>(kNF4[code]) >> (8 * plane));
+      planes[plane][code] = static_cast<uint8_t>(float_bits(kNF4[code]) >> (8 * plane));
   return planes;
 }
 alignas(16) constexpr std::array<std::array<uint8_t, 16>, 4> kBytePlanes = byte_planes();
