@@ -22,7 +22,7 @@ PYTEST_FLAGS ?=
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadscope --durations=25
 
-.PHONY: demo test test-latest mutation env clean
+.PHONY: demo test test-latest mutation env clean gpu-wheels gpu-rehearsal
 
 env: $(STAMP)
 
@@ -67,5 +67,24 @@ test-latest:
 	$(VENV_LATEST)/bin/python -m pip freeze --all | grep -v '^-e'
 	OMP_NUM_THREADS=1 $(VENV_LATEST)/bin/python -m pytest -m "not pinned_environment" $(PYTEST_ARGS) $(PYTEST_FLAGS)
 
+# The GPU run (benchmarks/gpu/README.md). gpu-wheels fetches what the GPU machine lacks into .whl/
+# (the run carries it). gpu-rehearsal runs benchmarks/gpu/run.sh --dry-run, build included, with
+# the GPU machine's torch (a CUDA build, 4 GB in .venv-gpu) and packages, on a copy of the tracked
+# files (the build there must not replace the .venv's extension).
+VENV_GPU := .venv-gpu
+GPU_WHEELS := bitsandbytes==0.50.2
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda))
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 -d .whl $(GPU_WHEELS)
+
+gpu-rehearsal: gpu-wheels
+	test -x $(VENV_GPU)/bin/python || $(PYTHON) -m venv $(VENV_GPU)
+	$(VENV_GPU)/bin/python -m pip install -q -r benchmarks/gpu/device-packages.txt
+	rm -rf build/gpu-rehearsal && mkdir -p build/gpu-rehearsal/tree
+	{ git ls-files -z; printf '.whl\0'; } | tar --null -T - -cf - | tar xf - -C build/gpu-rehearsal/tree
+	cd build/gpu-rehearsal/tree && CUDA_HOME=$(CUDA_HOME) PYTHON=$(CURDIR)/$(VENV_GPU)/bin/python \
+		bash benchmarks/gpu/run.sh --dry-run $(CURDIR)/build/gpu-rehearsal/results
+
 clean:
-	rm -rf $(VENV) $(VENV_LATEST) build *.egg-info
+	rm -rf $(VENV) $(VENV_LATEST) $(VENV_GPU) build *.egg-info

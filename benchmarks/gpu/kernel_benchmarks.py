@@ -1,6 +1,6 @@
 """G1-G4 of shared/design/BENCHMARKS.md: the CUDA kernels against their anchors, in one process.
 
-    python benchmarks/gpu/kernels.py [--only G1,G2,G3,G4] [--repeats 30] [--budget-s 170]
+    python benchmarks/gpu/kernel_benchmarks.py [--only G1,G2,G3,G4] [--repeats 30] [--budget-s 170]
                                      [--json kernels.json] [--device cpu --tiny]
 
 Every row is timed after warm-up (median of CUDA-event times) beside its anchors: bitsandbytes
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from gpu_measure import Clock, Deadline, Results, relative_error
 from torch.nn import functional as F
 
 import peftplug.ops  # noqa: F401  (registers the ops, loads the extension)
-from measure import Clock, Deadline, Results, relative_error
 from peftplug.ops import extension_status
 from peftplug.ops.nf4 import dequantize_reference
 from peftplug.quant import quantize_nf4
@@ -117,7 +117,6 @@ def measure_copy_bandwidth(clock: Clock, device: torch.device) -> float | None:
     source = torch.empty(2**30, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
     seconds = clock.milliseconds(lambda _: target.copy_(source)) / 1e3
-    del source, target
     return 2 * 2**30 / seconds
 
 
@@ -143,8 +142,9 @@ class Nf4Operands:
         quantized = quantize_nf4(self.weight, BLOCKSIZE, double_quant=True)
         self.packed, self.absmax = quantized.packed, quantized.block_absmax()
         self.nbytes = quantized.nbytes
-        self.empty_a = torch.empty(0, in_features, device=bench.device)
-        self.empty_b = torch.empty(out_features, 0, device=bench.device)
+        # rank 0 adapters in the activations' dtype, as NF4Linear.forward passes them
+        self.empty_a = torch.empty(0, in_features, device=bench.device, dtype=DTYPE)
+        self.empty_b = torch.empty(out_features, 0, device=bench.device, dtype=DTYPE)
         library = bitsandbytes()
         self.bnb_state = None
         if library is not None:
@@ -182,7 +182,8 @@ def g1(bench: Bench) -> None:
             if bench.out_of_time("G1"):
                 return
             x = torch.randn(rows, in_features, device=bench.device, dtype=DTYPE)
-            error = relative_error(operands.linear(x, *quantized[0]), F.linear(x.float(), reference))
+            exact = F.linear(x.float(), reference)
+            error = relative_error(operands.linear(x, *quantized[0]), exact)
             ours = bench.clock.milliseconds(lambda i: operands.linear(x, *quantized[i % copies]))
             dequantize_then_linear = bench.clock.milliseconds(
                 lambda i: F.linear(x, operands.dequantized(*quantized[i % copies]))
@@ -259,7 +260,9 @@ def g2(bench: Bench) -> None:
                   f"{grad_error:.1e}", flush=True)
 
 
-def peft_bitsandbytes_lora(operands: Nf4Operands, rank: int, scale: float) -> torch.nn.Module | None:
+def peft_bitsandbytes_lora(
+    operands: Nf4Operands, rank: int, scale: float
+) -> torch.nn.Module | None:
     """HF PEFT's LoRA over a bitsandbytes 4-bit layer holding the same weight, or None."""
     library = bitsandbytes()
     try:
@@ -299,10 +302,10 @@ def g3(bench: Bench) -> None:
                             requires_grad=True)
             grad = torch.randn(rows, out_features, device=bench.device, dtype=DTYPE)
 
-            def ours() -> tuple[torch.Tensor, ...]:
+            def ours() -> tuple[torch.Tensor, ...]:  # the LoRA branch in the adapter's fp32
                 y = torch.ops.peftplug.nf4_lora_linear(
-                    x, operands.packed, operands.absmax, out_features, BLOCKSIZE, None, x,
-                    lora_a, lora_b, scale,
+                    x, operands.packed, operands.absmax, out_features, BLOCKSIZE, None,
+                    x.float(), lora_a, lora_b, scale,
                 )
                 return (y, *torch.autograd.grad(y, (x, lora_a, lora_b), grad))
 

@@ -1,4 +1,4 @@
-"""Timing and result files shared by the GPU run's benchmarks (kernels.py, trainer_step.py).
+"""Timing and result files shared by the GPU benchmarks (kernel_benchmarks.py, trainer_step.py).
 
 On a GPU, times are CUDA-event medians after warm-up; on the CPU (the rehearsal, ``--device
 cpu``) they are wall-clock medians, only to show that the code runs. Results are rewritten to
