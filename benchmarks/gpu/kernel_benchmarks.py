@@ -373,12 +373,17 @@ def _prefix_row(bench: Bench, heads: int, kv_heads: int, dim: int, batch: int, l
     def ours(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return torch.ops.peftplug.prefix_attention(*inputs, None, True, scale, 0.0, 0)[0]
 
-    def concat(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:  # what HF PEFT does
+    def concat(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """HF PEFT's path: the prefix concatenated to the cache, and transformers' SDPA
+        attention, which repeats the key/value heads when there is a mask."""
         query, key, value, prefix_key, prefix_value = inputs
+        groups = heads // kv_heads
         keys = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2)
         values = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2)
-        return F.scaled_dot_product_attention(query, keys, values, attn_mask=visible,
-                                              scale=scale, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(
+            query, keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1),
+            attn_mask=visible, scale=scale,
+        )
 
     def floor(inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return F.scaled_dot_product_attention(*inputs[:3], is_causal=True, scale=scale,
