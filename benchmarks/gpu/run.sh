@@ -72,6 +72,7 @@ stage() {
 }
 
 environment() {
+  install_wheels || return 1
   date -u +"date: %Y-%m-%dT%H:%M:%SZ"
   echo "mode: $([ $DRY_RUN = 1 ] && echo 'dry run (CPU)' || echo GPU); only: $ONLY; budget: ${BUDGET_S} s"
   git log -1 --format='commit: %H %s' 2>/dev/null || echo "commit: (no git here)"
@@ -98,10 +99,13 @@ for name in ("transformers", "peft", "accelerate", "bitsandbytes", "safetensors"
 EOF
 }
 
+# Wheels the machine lacks (.whl/, carried): installed apart, put first on PYTHONPATH.
 install_wheels() {
-  [ -n "$(ls .whl/*.whl 2>/dev/null)" ] || { echo "no wheels in .whl/: nothing to install"; return 0; }
+  [ -n "$(ls .whl/*.whl 2>/dev/null)" ] || { echo "wheels: none in .whl/"; return 0; }
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SCRATCH/site" .whl/*.whl && echo "installed: $(cd .whl && ls *.whl)"
+    --target "$SCRATCH/site" .whl/*.whl || return 1
+  export PYTHONPATH="$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}"
+  echo "wheels: installed $(cd .whl && ls *.whl)"
 }
 
 build() {
@@ -169,7 +173,6 @@ trainer() {
     --budget-s "$(left)" --json "$OUT_DIR/trainer.json" "${TINY[@]}"
 }
 
-if [ -d .whl ]; then install_wheels && export PYTHONPATH="$SCRATCH/site${PYTHONPATH:+:$PYTHONPATH}"; fi
 stage env "$OUT_DIR/env.log" environment
 if [ "$BUILD" = 1 ]; then
   stage build "$OUT_DIR/build.log" build && extension_check | tee -a "$OUT_DIR/build.log" \
