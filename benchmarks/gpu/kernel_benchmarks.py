@@ -161,9 +161,8 @@ class Nf4Operands:
         return torch.ops.peftplug.nf4_dequantize(packed, absmax, list(self.shape), BLOCKSIZE, DTYPE)
 
     def fp32_weight(self) -> torch.Tensor:
-        return dequantize_reference(
-            self.packed.cpu(), self.absmax.cpu(), self.shape, BLOCKSIZE, torch.float32
-        ).to(self.packed.device)
+        """The weight the NF4 codes stand for, by the pure-PyTorch reference, in fp32."""
+        return dequantize_reference(self.packed, self.absmax, self.shape, BLOCKSIZE, torch.float32)
 
 
 def g1(bench: Bench) -> None:
