@@ -17,8 +17,7 @@
 # folder put on PYTHONPATH. Exit status 0 only when every stage that ran passed.
 set -uo pipefail
 
-cd "$(dirname "$0")/../.."
-DRY_RUN=0 BUILD=1 ONLY="nf4,prefix,trainer" BUDGET_S=480 OUT_DIR="${OUT:-build/gpu-run}"
+DRY_RUN=0 BUILD=1 ONLY="nf4,prefix,trainer" BUDGET_S=480 OUT_DIR="${OUT:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
@@ -38,8 +37,10 @@ for part in ${ONLY//,/ }; do
 done
 selected() { [[ ",$ONLY," == *",$1,"* ]]; }
 
+if [ -n "$OUT_DIR" ]; then mkdir -p "$OUT_DIR" && OUT_DIR="$(cd "$OUT_DIR" && pwd)"; fi
+cd "$(dirname "$0")/../.."
+OUT_DIR="${OUT_DIR:-$PWD/build/gpu-run}" && mkdir -p "$OUT_DIR"
 PYTHON="${PYTHON:-python3}"
-mkdir -p "$OUT_DIR" && OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 SCRATCH="$(mktemp -d)" && trap 'rm -rf "$SCRATCH"' EXIT
 STARTED=$SECONDS
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
