@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -462,6 +463,22 @@ def main() -> None:
     bench = Bench(device, clock, results, deadline, TINY if options.tiny else FULL, bandwidth)
     for name in sections:
         SECTIONS[name](bench)
+    problems = unfinished(results.document, sections)
+    if problems:
+        sys.exit("G1-G4 incomplete: " + "; ".join(problems))
+
+
+def unfinished(document: dict, sections: list[str]) -> list[str]:
+    """What keeps the figures from answering BENCHMARKS.md: sections cut by the budget, and
+    anchors that could not run (bitsandbytes for G1, HF PEFT over bitsandbytes for G3)."""
+    problems = [f"{name} stopped by --budget-s (re-run it with --only)"
+                for name in sections if "stopped" in document["sections"].get(name, {})]
+    needs = {"G1": "bitsandbytes_ms", "G3": "peft_bitsandbytes_ms"}
+    for name, anchor in needs.items():
+        rows = document["sections"].get(name, {}).get("rows", [])
+        if any(row[anchor] is None for row in rows):
+            problems.append(f"{name}'s anchor {anchor[:-3]} did not run (is it installed?)")
+    return problems
 
 
 if __name__ == "__main__":

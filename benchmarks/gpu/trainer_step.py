@@ -196,6 +196,9 @@ def main() -> None:
     ratios = compare(figures)
     results.note("G5", "ratios", ratios)
     print(f"G5 ratios: {json.dumps(ratios)}", flush=True)
+    failed = [run for run, figure in figures.items() if "failed" in figure]
+    if failed:
+        sys.exit(f"G5 incomplete: {', '.join(failed)} did not finish (see trainer.json)")
 
 
 def _print_run(run: str, figures: dict) -> None:
