@@ -118,7 +118,9 @@ def attention_in_input_dtype(
     batch, heads, length, _ = query.shape
     groups = heads // key.shape[1]
     keys = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], 2).repeat_interleave(groups, 1)
-    values = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], 2)
+    values = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], 2).repeat_interleave(
+        groups, 1
+    )
     scores = (query @ keys.transpose(-1, -2)) * scale
     if causal:  # every query sees the whole prefix and the keys up to its own position
         hidden = torch.ones(length, length, dtype=torch.bool, device=query.device).triu(1)
@@ -126,7 +128,7 @@ def attention_in_input_dtype(
             torch.cat([hidden.new_zeros(length, prefix_key.shape[1]), hidden], 1), float("-inf")
         )
     probs = scores.float().softmax(-1).to(query.dtype)
-    return probs @ values.repeat_interleave(groups, 1)
+    return probs @ values
 
 
 @pytest.mark.parametrize("dtype", LOW_PRECISION)

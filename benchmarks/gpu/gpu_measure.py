@@ -8,6 +8,7 @@ that finished.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -19,6 +20,24 @@ from typing import Any
 import torch
 
 WARMUP_CALLS = 3
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, unit: str) -> None:
+    """The options both GPU benchmarks take: results file, time budget, device, rehearsal size."""
+    parser.add_argument("--json", type=Path, help=f"write the figures here, {unit} by {unit}")
+    parser.add_argument(
+        "--budget-s", type=float, help=f"time budget in seconds: no {unit} is measured past it"
+    )
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--tiny", action="store_true", help="rehearsal sizes (with --device cpu)")
+
+
+def chosen_device(parser: argparse.ArgumentParser, options: argparse.Namespace) -> torch.device:
+    """The device asked for; a clear error when it is the GPU and torch sees none."""
+    if options.device == "cuda" and not torch.cuda.is_available():
+        parser.error("no GPU is visible to torch: run on the GPU machine, or rehearse with "
+                     "--device cpu --tiny")
+    return torch.device(options.device)
 
 
 class Clock:

@@ -22,10 +22,16 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from gpu_measure import Clock, Deadline, Results, relative_error
+from gpu_measure import (
+    Clock,
+    Deadline,
+    Results,
+    add_run_arguments,
+    chosen_device,
+    relative_error,
+)
 from torch.nn import functional as F
 
 import peftplug.ops  # noqa: F401  (registers the ops, loads the extension)
@@ -433,19 +439,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="G1,G2,G3,G4", help="comma-separated sections")
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--budget-s", type=float, help="stop at the first row past this time")
-    parser.add_argument("--json", type=Path, help="write the figures here, row by row")
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    parser.add_argument("--tiny", action="store_true", help="rehearsal shapes (with --device cpu)")
+    add_run_arguments(parser, "row")
     options = parser.parse_args()
     sections = [name.strip() for name in options.only.split(",")]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
-    if options.device == "cuda" and not torch.cuda.is_available():
-        parser.error("no GPU is visible to torch: run on the GPU machine, or rehearse with "
-                     "--device cpu --tiny")
-    device = torch.device(options.device)
+    device = chosen_device(parser, options)
     clock = Clock(device, options.repeats)
     deadline = Deadline(options.budget_s)
     bandwidth = measure_copy_bandwidth(clock, device)

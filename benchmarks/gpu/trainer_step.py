@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpu_measure import Deadline, Results
+from gpu_measure import Deadline, Results, add_run_arguments, chosen_device
 
 PEFT_RUN = "peft+bitsandbytes"
 OURS = "peftplug"
@@ -54,6 +54,8 @@ def train(run: str, directory: Path, steps: int, length: int, device: str) -> di
     """One run in this process; returns tokens/s, peak memory and the loss of every step."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from peftplug.ops import extension_status
 
     torch.manual_seed(0)
     vocabulary = AutoConfig.from_pretrained(directory).vocab_size
@@ -102,13 +104,7 @@ def train(run: str, directory: Path, steps: int, length: int, device: str) -> di
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {"tokens_per_second": steps * length / seconds, "seconds": seconds,
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
-            "losses": losses, "extension": _extension_status()}
-
-
-def _extension_status() -> dict:
-    from peftplug.ops import extension_status
-
-    return extension_status()
+            "losses": losses, "extension": extension_status()}
 
 
 def missing_for(run: str) -> str | None:
@@ -156,10 +152,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--length", type=int, default=2048)
-    parser.add_argument("--json", type=Path, help="write the figures here, run by run")
-    parser.add_argument("--budget-s", type=float, help="stop any run still going at this time")
-    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    parser.add_argument("--tiny", action="store_true", help="rehearsal model (with --device cpu)")
+    add_run_arguments(parser, "run")
     parser.add_argument("--run", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -169,9 +162,7 @@ def main() -> None:
         return
     import torch
 
-    if options.device == "cuda" and not torch.cuda.is_available():
-        parser.error("no GPU is visible to torch: run on the GPU machine, or rehearse with "
-                     "--device cpu --tiny")
+    chosen_device(parser, options)
     deadline = Deadline(options.budget_s)
     shape = TINY if options.tiny else LLAMA_8B
     settings = {"layers": options.layers, "steps": options.steps, "length": options.length,
